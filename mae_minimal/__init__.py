@@ -1,0 +1,52 @@
+"""mae_minimal: Masked Autoencoders (He et al., 2021) in a few small, readable files.
+
+Conventions shared by every file: images (N, C, H, W); patches (N, L, p*p*C) with pixels in
+(p, q, c) order; mask (N, L) with 1 = removed, 0 = kept. Masking strategies are noise (N, L):
+the encoder keeps the lowest-noise patches.
+"""
+
+from mae_minimal.checkpoint import describe_architecture, load_checkpoint, read_state_dict
+from mae_minimal.classifier import ViTClassifier
+from mae_minimal.factories import (
+    mae_vit_base_patch16,
+    mae_vit_huge_patch14,
+    mae_vit_large_patch16,
+    mae_vit_mini_patch4_32px,
+    mae_vit_mini_patch8_64px,
+    vit_base_patch16,
+    vit_huge_patch14,
+    vit_large_patch16,
+    vit_mini_patch4_32px,
+    vit_mini_patch8_64px,
+)
+from mae_minimal.masking import block_masking_noise, grid_masking_noise, mask_to_noise, random_masking, random_noise
+from mae_minimal.model import MaskedAutoencoderViT
+from mae_minimal.patches import patchify, unpatchify
+from mae_minimal.pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
+
+__all__ = [
+    "MaskedAutoencoderViT",
+    "ViTClassifier",
+    "block_masking_noise",
+    "describe_architecture",
+    "get_2d_sincos_pos_embed",
+    "grid_masking_noise",
+    "load_checkpoint",
+    "mae_vit_base_patch16",
+    "mae_vit_huge_patch14",
+    "mae_vit_large_patch16",
+    "mae_vit_mini_patch4_32px",
+    "mae_vit_mini_patch8_64px",
+    "mask_to_noise",
+    "patchify",
+    "random_masking",
+    "random_noise",
+    "read_state_dict",
+    "resize_pos_embed",
+    "unpatchify",
+    "vit_base_patch16",
+    "vit_huge_patch14",
+    "vit_large_patch16",
+    "vit_mini_patch4_32px",
+    "vit_mini_patch8_64px",
+]

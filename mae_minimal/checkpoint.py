@@ -1,0 +1,124 @@
+"""Loading weights: the official `.pth` files, our own checkpoints, or any state_dict.
+
+What loads into what:
+  - an MAE (MaskedAutoencoderViT) needs a full MAE checkpoint, such as the official
+    `mae_visualize_vit_*.pth`; the `mae_pretrain_vit_*.pth` files hold only the encoder;
+  - a ViTClassifier takes a full MAE or an encoder-only checkpoint (the decoder is dropped, the
+    head and fc_norm start fresh) or a fine-tuned classifier (a head for another number of
+    classes is dropped too).
+Positional embeddings are resized when the checkpoint was trained at another image size. Any
+other mismatch is an error that names it.
+"""
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from mae_minimal.pos_embed import resize_pos_embed
+
+DECODER_KEY = re.compile(r"^(decoder_|mask_token$)")
+NEW_CLASSIFIER_KEY = re.compile(r"^(head|fc_norm)\.")
+
+
+def read_state_dict(source, weights_only=True):
+    """source: a path to a .pth file, or a loaded object -> the state_dict it holds.
+
+    Official and mae_minimal checkpoints keep the weights under "model"; a bare state_dict is
+    accepted too. weights_only=True refuses to run pickled code: pass False only for files
+    you trust that hold other Python objects.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint file at {path}")
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=weights_only)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"{path} holds more than tensors ({error}); if you trust the file, "
+                f"load it with weights_only=False"
+            ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(source, dict) and key in source and isinstance(source[key], dict):
+            return source[key]
+    return source
+
+
+def describe_architecture(state_dict):
+    """The sizes a state_dict implies: {"patch_size": 16, "embed_dim": 768, "depth": 12, ...}."""
+    sizes = {}
+    if "patch_embed.proj.weight" in state_dict:
+        embed_dim, in_chans, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
+        sizes.update(embed_dim=embed_dim, in_chans=in_chans, patch_size=patch_size)
+    if "blocks.0.mlp.fc1.weight" in state_dict:
+        sizes["mlp_hidden_dim"] = state_dict["blocks.0.mlp.fc1.weight"].shape[0]
+    for prefix, name in (("blocks", "depth"), ("decoder_blocks", "decoder_depth")):
+        indices = {int(k.split(".")[1]) for k in state_dict if k.startswith(prefix + ".")}
+        if indices:
+            sizes[name] = max(indices) + 1
+    if "decoder_embed.weight" in state_dict:
+        sizes["decoder_embed_dim"] = state_dict["decoder_embed.weight"].shape[0]
+    if "decoder_pred.weight" in state_dict:
+        sizes["decoder_pred_dim"] = state_dict["decoder_pred.weight"].shape[0]
+    return sizes
+
+
+def check_same_architecture(checkpoint, model_state):
+    theirs, ours = describe_architecture(checkpoint), describe_architecture(model_state)
+    different = [name for name in ours if name in theirs and theirs[name] != ours[name]]
+    if different:
+        listing = ", ".join(f"{name}: checkpoint {theirs[name]}, model {ours[name]}" for name in different)
+        raise ValueError(
+            f"the checkpoint is for another architecture ({listing}); build the model with the "
+            f"checkpoint's sizes, for example with the matching mae_vit_* or vit_* factory"
+        )
+
+
+def load_checkpoint(model, source, weights_only=True):
+    """Load `source` (a path or a state_dict, see read_state_dict) into `model`, checked.
+
+    Returns the model.
+    """
+    state_dict = dict(read_state_dict(source, weights_only))
+    model_state = model.state_dict()
+    check_same_architecture(state_dict, model_state)
+
+    grid_size = model.grid_size
+    for name in ("pos_embed", "decoder_pos_embed"):
+        if name in state_dict and name in model_state and state_dict[name].shape != model_state[name].shape:
+            side = round((state_dict[name].shape[1] - 1) ** 0.5)
+            state_dict[name] = resize_pos_embed(state_dict[name], (side, side), grid_size)
+
+    is_classifier = "head.weight" in model_state
+    if is_classifier:
+        state_dict = {k: v for k, v in state_dict.items() if not DECODER_KEY.match(k)}
+        if "norm.weight" not in model_state:  # global pooling uses fc_norm instead
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("norm.")}
+        if "head.weight" in state_dict and state_dict["head.weight"].shape != model_state["head.weight"].shape:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+
+    for key, value in state_dict.items():
+        if key in model_state and value.shape != model_state[key].shape:
+            raise ValueError(
+                f"{key} has shape {tuple(value.shape)} in the checkpoint but "
+                f"{tuple(model_state[key].shape)} in the model"
+            )
+    missing = [k for k in model_state if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in model_state]
+    if not is_classifier and any(DECODER_KEY.match(k) for k in missing):
+        raise ValueError(
+            "the checkpoint holds only an encoder (like the official mae_pretrain_vit_*.pth), but "
+            "an MAE needs its decoder too: load it into a ViTClassifier, or use a full MAE "
+            "checkpoint (the official mae_visualize_vit_*.pth) to see reconstructions"
+        )
+    if is_classifier:
+        missing = [k for k in missing if not NEW_CLASSIFIER_KEY.match(k)]
+    if missing or unexpected:
+        raise ValueError(
+            f"the checkpoint does not fit the model: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    model.load_state_dict(state_dict, strict=not is_classifier)
+    return model
