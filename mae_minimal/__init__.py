@@ -19,7 +19,13 @@ from mae_minimal.factories import (
     vit_mini_patch4_32px,
     vit_mini_patch8_64px,
 )
-from mae_minimal.masking import block_masking_noise, grid_masking_noise, mask_to_noise, random_masking, random_noise
+from mae_minimal.masking import (
+    block_masking_noise,
+    grid_masking_noise,
+    mask_to_noise,
+    random_masking,
+    random_noise,
+)
 from mae_minimal.model import MaskedAutoencoderViT
 from mae_minimal.patches import patchify, unpatchify
 from mae_minimal.pos_embed import get_2d_sincos_pos_embed, resize_pos_embed

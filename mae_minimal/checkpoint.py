@@ -96,7 +96,10 @@ def load_checkpoint(model, source, weights_only=True):
         state_dict = {k: v for k, v in state_dict.items() if not DECODER_KEY.match(k)}
         if "norm.weight" not in model_state:  # global pooling uses fc_norm instead
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("norm.")}
-        if "head.weight" in state_dict and state_dict["head.weight"].shape != model_state["head.weight"].shape:
+        if (
+            "head.weight" in state_dict
+            and state_dict["head.weight"].shape != model_state["head.weight"].shape
+        ):
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
 
     for key, value in state_dict.items():

@@ -38,7 +38,7 @@ HF_BLOCK_KEY = re.compile(r"^(vit\.layers|decoder\.decoder_layers)\.(\d+)\.(.+)\
 
 
 def split_leaf(key):
-    """"norm.weight" -> ("norm", ".weight"); "cls_token" -> ("cls_token", "")."""
+    """ "norm.weight" -> ("norm", ".weight"); "cls_token" -> ("cls_token", "")."""
     module, _, leaf = key.rpartition(".")
     return (module, "." + leaf) if leaf in ("weight", "bias") and module else (key, "")
 
@@ -61,7 +61,7 @@ def to_hf_state_dict(state_dict):
         stack, index, module, leaf = block.groups()
         prefix = f"{BLOCK_STACKS[stack]}.{index}."
         if module == "attn.qkv":
-            for part, tensor in zip(QKV_PARTS, value.chunk(3, dim=0)):
+            for part, tensor in zip(QKV_PARTS, value.chunk(3, dim=0), strict=True):
                 converted[f"{prefix}{part}.{leaf}"] = tensor
         else:
             converted[f"{prefix}{rename(INSIDE_BLOCK, module, key)}.{leaf}"] = value
@@ -97,7 +97,9 @@ def hf_config(model, mask_ratio=0.75):
 
     height, width = model.patch_embed.img_size
     if height != width:
-        raise ValueError(f"transformers' ViTMAE supports square images only, this model takes {height}x{width}")
+        raise ValueError(
+            f"transformers' ViTMAE supports square images only, this model takes {height}x{width}"
+        )
     return ViTMAEConfig(
         image_size=height,
         patch_size=model.patch_size,

@@ -48,7 +48,8 @@ class MaskedAutoencoderViT(ViTEncoder):
         super().__init__(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, norm_layer)
         if decoder_pos_embed_to not in DECODER_POS_EMBED_CHOICES:
             raise ValueError(
-                f"decoder_pos_embed_to must be one of {DECODER_POS_EMBED_CHOICES}, got {decoder_pos_embed_to!r}"
+                f"decoder_pos_embed_to must be one of {DECODER_POS_EMBED_CHOICES}, "
+                f"got {decoder_pos_embed_to!r}"
             )
         if encoder_sees_mask_tokens and decoder_pos_embed_to == "mask":
             raise ValueError(
@@ -60,10 +61,12 @@ class MaskedAutoencoderViT(ViTEncoder):
         self.decoder_pos_embed_to = decoder_pos_embed_to
         num_patches = self.patch_embed.num_patches
 
-        if encoder_sees_mask_tokens:
+        if encoder_sees_mask_tokens:  # one mask token, in the encoder's width
             self.encoder_mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.mask_token = None
+        else:  # the paper's design: the decoder's mask token
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
-        self.mask_token = None if encoder_sees_mask_tokens else nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(
             torch.zeros(1, num_patches + 1, decoder_embed_dim), requires_grad=False
         )

@@ -61,9 +61,7 @@ class PatchEmbed(nn.Module):
     def check_images(self, imgs):
         """Raise a clear error unless imgs is a (N, in_chans, H, W) batch of the size built for."""
         if imgs.ndim != 4 or imgs.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected images of shape (N, {self.in_chans}, H, W), got {tuple(imgs.shape)}"
-            )
+            raise ValueError(f"expected images of shape (N, {self.in_chans}, H, W), got {tuple(imgs.shape)}")
         if tuple(imgs.shape[-2:]) != self.img_size:
             height, width = imgs.shape[-2:]
             grid_shape((height, width), self.patch_size)
@@ -76,4 +74,3 @@ class PatchEmbed(nn.Module):
     def forward(self, imgs):
         self.check_images(imgs)
         return self.proj(imgs).flatten(2).transpose(1, 2)  # (N, D, h, w) -> (N, L, D)
-

@@ -105,7 +105,9 @@ def test_block_masks_are_compact_and_cover_close_to_the_asked_count():
 
 def test_block_masking_noise_masks_the_block_mask():
     expected = block_mask((8, 8), 32, 5, torch.Generator().manual_seed(3))
-    noise = block_masking_noise(1, (8, 8), 0.5, min_block_patches=5, generator=torch.Generator().manual_seed(3))
+    noise = block_masking_noise(
+        1, (8, 8), 0.5, min_block_patches=5, generator=torch.Generator().manual_seed(3)
+    )
     _, mask, _ = random_masking(torch.randn(1, 64, 4), 0.5, noise)
     marked = expected.flatten().float()
     assert marked.sum() == 32
