@@ -1,4 +1,4 @@
-"""Loading weights: the official `.pth` files, our own checkpoints, or any state_dict.
+"""Checkpoints: loading the official `.pth` files, our own or any state_dict; saving atomically.
 
 What loads into what:
   - an MAE (MaskedAutoencoderViT) needs a full MAE checkpoint, such as the official
@@ -10,6 +10,7 @@ Positional embeddings are resized when the checkpoint was trained at another ima
 other mismatch is an error that names it.
 """
 
+import os
 import pickle
 import re
 from pathlib import Path
@@ -125,3 +126,15 @@ def load_checkpoint(model, source, weights_only=True):
         )
     model.load_state_dict(state_dict, strict=not is_classifier)
     return model
+
+
+def save_checkpoint(state, path):
+    """torch.save(state, path) written whole or not at all: a temporary file, synced to disk,
+    then renamed over `path`, so that a kill mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)

@@ -1,0 +1,157 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets.cifar
+from PIL import Image
+from torchvision import datasets as tv_datasets
+
+from mae_minimal.data import DataError, SyntheticShapes, build_dataset, denormalize, num_classes
+from mae_minimal.sampler import ResumableDistributedSampler, SeededItems, seeded_item
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=5, size=20):
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.full((size, size + 4, 3), 40 * label + 10 * i, dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_photo_crops_are_normalised_rgb_and_fixed_by_the_seed():
+    photos = build_dataset("photos", "train", 32, length=10)
+    first, second = seeded_item(photos, 3, seed=7), seeded_item(photos, 3, seed=7)
+    assert len(photos) == 10 and first[0].shape == (3, 32, 32) and first[1] == 0
+    assert torch.equal(first[0], second[0])
+    assert not torch.equal(first[0], seeded_item(photos, 3, seed=8)[0])
+    assert -2.2 < first[0].min() and first[0].max() < 2.7  # ImageNet-normalised range
+
+
+def test_held_out_photos_are_other_photographs():
+    train, held_out = build_dataset("photos", "train", 32), build_dataset("photos", "val", 32)
+    assert len(train.photos) == 14 and len(held_out.photos) == 2
+    for photo in held_out.photos:
+        assert not any(np.array_equal(np.asarray(photo), np.asarray(seen)) for seen in train.photos)
+
+
+def test_digits_have_ten_classes_and_a_fixed_held_out_fifth():
+    train, held_out = build_dataset("digits", "train", 32), build_dataset("digits", "val", 32)
+    assert (len(train), len(held_out)) == (1438, 359) and num_classes(train) == 10
+    image, label = held_out[0]
+    assert image.shape == (3, 32, 32) and 0 <= label < 10
+    assert torch.equal(held_out[0][0], build_dataset("digits", "val", 32)[0][0])
+
+
+def test_shapes_are_labelled_deterministic_and_cover_every_class():
+    shapes = build_dataset("shapes", "train", 32, augment=False, length=200)
+    assert num_classes(shapes) == len(SyntheticShapes.CLASSES) == 10
+    assert torch.equal(shapes[5][0], build_dataset("shapes", "train", 32, augment=False, length=200)[5][0])
+    assert {shapes[i][1] for i in range(200)} == set(range(10))
+    held_out = build_dataset("shapes", "val", 32, length=50)
+    assert not torch.equal(held_out[0][0], shapes[0][0])
+
+
+def test_denormalize_inverts_the_normalisation():
+    image, _ = build_dataset("digits", "val", 16)[0]
+    pixels = denormalize(image[None])
+    assert pixels.min() >= 0 and pixels.max() <= 1 and pixels.max() > 0.5
+
+
+def test_image_folder_uses_train_and_val_subfolders(tmp_path):
+    write_image_folder(tmp_path / "train")
+    write_image_folder(tmp_path / "val", per_class=2)
+    train, val = (
+        build_dataset("imagefolder", "train", 16, tmp_path),
+        build_dataset("imagefolder", "val", 16, tmp_path),
+    )
+    assert (len(train), len(val)) == (10, 4) and num_classes(train) == 2
+    assert train[0][0].shape == (3, 16, 16)
+
+
+def test_image_folder_without_splits_holds_out_a_fixed_tenth(tmp_path):
+    write_image_folder(tmp_path, per_class=10)
+    train, val = (
+        build_dataset("imagefolder", "train", 16, tmp_path),
+        build_dataset("imagefolder", "val", 16, tmp_path),
+    )
+    assert (len(train), len(val)) == (18, 2) and num_classes(val) == 2
+    assert not set(train.indices) & set(val.indices)
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "unreadable"])
+def test_bad_image_folders_get_clear_errors(tmp_path, problem):
+    if problem == "empty":
+        (tmp_path / "data" / "cat").mkdir(parents=True)
+    if problem == "unreadable":
+        (tmp_path / "data" / "cat").mkdir(parents=True)
+        (tmp_path / "data" / "cat" / "broken.png").write_bytes(b"not an image")
+    message = {
+        "missing": "no image folder at",
+        "empty": "found no images in",
+        "unreadable": "cannot read image",
+    }
+    with pytest.raises(DataError, match=message[problem]):
+        build_dataset("imagefolder", "train", 16, tmp_path / "data")
+
+
+def write_fake_cifar10(root, images_per_batch=4):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "data": rng.integers(0, 256, (images_per_batch, 3072), dtype=np.uint8),
+            "labels": [1, 2, 3, 4],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"class{i}" for i in range(10)]}))
+
+
+def test_cifar10_loader_reads_the_torchvision_layout(tmp_path, monkeypatch):
+    write_fake_cifar10(tmp_path)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)  # fake files
+    train, test = (
+        build_dataset("cifar10", "train", 32, tmp_path),
+        build_dataset("cifar10", "val", 32, tmp_path),
+    )
+    assert (len(train), len(test)) == (20, 4) and num_classes(train) == 10
+    image, label = test[0]
+    assert image.shape == (3, 32, 32) and label == 1
+
+
+def test_cifar_without_network_gets_a_clear_error(tmp_path, monkeypatch):
+    def no_network(self):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(tv_datasets.CIFAR10, "download", no_network)
+    with pytest.raises(DataError, match="could not be downloaded.*--data_path"):
+        build_dataset("cifar10", "train", 32, tmp_path)
+
+
+def test_unknown_dataset_is_named_in_the_error():
+    with pytest.raises(DataError, match="unknown dataset 'imagenet'"):
+        build_dataset("imagenet", "train", 32)
+
+
+def test_seeded_items_fix_augmentation_and_noise_by_epoch_and_index():
+    items = SeededItems(build_dataset("photos", "train", 32, length=8), num_patches=16, seed=0)
+    image, _, noise = items[(0, 3)]
+    again_image, _, again_noise = items[(0, 3)]
+    next_epoch_image, _, next_epoch_noise = items[(1, 3)]
+    assert torch.equal(image, again_image) and torch.equal(noise, again_noise) and noise.shape == (16,)
+    assert not torch.equal(image, next_epoch_image) and not torch.equal(noise, next_epoch_noise)
+
+
+def test_sampler_splits_an_epoch_over_ranks_and_can_start_part_way():
+    dataset = list(range(12))
+    ranks = [
+        ResumableDistributedSampler(dataset, num_replicas=2, rank=r, seed=0, drop_last=True) for r in (0, 1)
+    ]
+    for sampler in ranks:
+        sampler.start_epoch(3)
+    shares = [[index for _, index in sampler] for sampler in ranks]
+    assert sorted(shares[0] + shares[1]) == dataset
+    assert all(epoch == 3 for epoch, _ in ranks[0])
+    ranks[0].start_epoch(3, skip=4)
+    assert [index for _, index in ranks[0]] == shares[0][4:] and len(ranks[0]) == 2

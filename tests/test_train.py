@@ -1,0 +1,207 @@
+"""The pretraining tool, run for a few steps on the CPU: outputs, exact resume, signals, DDP, bad input."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_data import write_image_folder
+
+from mae_minimal import MaskedAutoencoderViT
+from mae_minimal.train import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = [
+    "--model",
+    "mae_vit_mini_patch4_32px",
+    "--dataset",
+    "photos",
+    "--epoch_length",
+    "48",
+    "--batch_size",
+    "8",
+    "--epochs",
+    "3",
+    "--num_workers",
+    "0",
+    "--log_every",
+    "1",
+    "--no_progress",
+]  # fmt: skip  6 steps an epoch
+
+
+def run_main(*args):
+    main([*FAST, *map(str, args)])
+
+
+def logged(output_dir):
+    return [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
+
+
+def launch(*args, torchrun=False, nproc=2):
+    command = (
+        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+        if torchrun
+        else [sys.executable]
+    )
+    return subprocess.run([*command, str(ROOT / "mae_minimal" / "train.py"), *FAST, *map(str, args)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_a_short_run_leaves_checkpoint_log_tensorboard_and_reconstructions(tmp_path):
+    run_main("--max_steps", 3, "--output_dir", tmp_path)
+    records = logged(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert set(records[0]) == {"step", "epoch", "loss", "lr", "images_per_s"}
+    checkpoint = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    assert checkpoint["step"] == 3 and {"model", "optimizer", "scaler", "epoch", "config", "rng"} <= set(
+        checkpoint
+    )
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
+
+
+def test_runs_as_a_script_and_as_a_module(tmp_path):
+    result = launch("--max_steps", 1, "--output_dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "done: 1 steps" in result.stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "mae_minimal.train", "--help"], capture_output=True, text=True
+    )
+    assert "--mask_ratio" in help_text.stdout and "--resume" in help_text.stdout
+
+
+def test_resuming_mid_epoch_continues_exactly(tmp_path):
+    run_main("--max_steps", 10, "--output_dir", tmp_path / "straight")
+    run_main("--max_steps", 5, "--output_dir", tmp_path / "stopped")  # step 5 is inside the first epoch of 6
+    run_main("--max_steps", 10, "--output_dir", tmp_path / "stopped", "--resume", "auto")
+    straight, resumed = logged(tmp_path / "straight"), logged(tmp_path / "stopped")
+    assert [r["step"] for r in resumed] == list(range(1, 11))
+    assert [r["loss"] for r in resumed[5:]] == [r["loss"] for r in straight[5:]]
+    weights = [
+        torch.load(tmp_path / d / "checkpoint.pth", weights_only=True)["model"]
+        for d in ("straight", "stopped")
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_two_ddp_processes_take_the_same_step_as_one_process_with_the_same_global_batch(tmp_path):
+    two = launch("--max_steps", 2, "--batch_size", 2, "--accum_iter", 2, "--output_dir", tmp_path / "two",
+                 torchrun=True)  # fmt: skip
+    assert two.returncode == 0, two.stderr
+    run_main("--max_steps", 2, "--batch_size", 8, "--output_dir", tmp_path / "one")
+    one_weights = torch.load(tmp_path / "one" / "checkpoint.pth", weights_only=True)["model"]
+    two_weights = torch.load(tmp_path / "two" / "checkpoint.pth", weights_only=True)["model"]
+    for name, value in one_weights.items():
+        torch.testing.assert_close(two_weights[name], value, rtol=1e-4, atol=1e-6)
+    assert [r["loss"] for r in logged(tmp_path / "two")] == pytest.approx(
+        [r["loss"] for r in logged(tmp_path / "one")]
+    )
+
+
+def start_in_background(output_dir, *args):
+    command = [sys.executable, str(ROOT / "mae_minimal" / "train.py"), *FAST, "--epochs", "1000",
+               "--output_dir", str(output_dir), *map(str, args)]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_steps(output_dir, steps, process):
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        log = output_dir / "log.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= steps:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the run did not reach step {steps}: {process.communicate()}")
+
+
+def test_kill_9_mid_run_loses_at_most_the_unsaved_steps(tmp_path):
+    process = start_in_background(tmp_path, "--save_every", 1)
+    wait_for_steps(tmp_path, 4, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved_step = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["step"]
+    assert saved_step >= 3
+    run_main("--max_steps", saved_step + 2, "--output_dir", tmp_path, "--resume", "auto")
+    assert [r["step"] for r in logged(tmp_path)] == list(range(1, saved_step + 3))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_sigterm_saves_a_checkpoint_at_the_next_step_and_exits(tmp_path):
+    process = start_in_background(tmp_path)
+    wait_for_steps(tmp_path, 2, process)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert "stopped by SIGTERM" in stdout
+    checkpoint = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    assert checkpoint["step"] == logged(tmp_path)[-1]["step"] >= 2
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    run_main("--max_steps", 6, "--output_dir", tmp_path)
+    original = MaskedAutoencoderViT.forward_loss
+    monkeypatch.setattr(MaskedAutoencoderViT, "forward_loss", lambda *a: original(*a) * float("nan"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_main("--max_steps", 9, "--output_dir", tmp_path, "--resume", "auto")
+    assert exit_info.value.code == 2
+    assert "the loss became nan by step 7" in capsys.readouterr().err
+    assert torch.load(tmp_path / "checkpoint.pth", weights_only=True)["step"] == 6
+
+
+def bad_input_cases(tmp_path):
+    broken = tmp_path / "broken"
+    (broken / "cat").mkdir(parents=True)
+    (broken / "cat" / "0.png").write_bytes(b"\x89PNG but not really")
+    write_image_folder(tmp_path / "few", per_class=1)
+    (tmp_path / "empty").mkdir()
+    torch.save({"model": {}, "optimizer": {}}, tmp_path / "other.pth")
+    other_model = tmp_path / "other_model"
+    main([*FAST, "--model", "mae_vit_mini_patch8_64px", "--max_steps", "1", "--output_dir", str(other_model)])
+    return {
+        "missing data path": (
+            ["--dataset", "imagefolder", "--data_path", tmp_path / "nowhere"],
+            "no image folder at",
+        ),
+        "empty folder": (
+            ["--dataset", "imagefolder", "--data_path", tmp_path / "empty"],
+            "found no images in",
+        ),
+        "unreadable images": (["--dataset", "imagefolder", "--data_path", broken], "cannot read image"),
+        "fewer images than a step": (
+            ["--dataset", "imagefolder", "--data_path", tmp_path / "few"],
+            "fewer than one",
+        ),
+        "input size": (["--input_size", 30], "not divisible by the patch size 4"),
+        "mask ratio": (["--mask_ratio", 1.0], r"mask_ratio must be in \[0, 1\)"),
+        "missing checkpoint": (["--resume", tmp_path / "nothing.pth"], "no checkpoint to resume at"),
+        "checkpoint of another model": (["--resume", other_model / "checkpoint.pth"], "another architecture"),
+    }
+
+
+def test_each_bad_input_ends_with_one_clear_line_and_writes_nothing(tmp_path, capsys):
+    for name, (args, message) in bad_input_cases(tmp_path).items():
+        capsys.readouterr()
+        output_dir = tmp_path / f"output {name}"
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(*args, "--output_dir", output_dir)
+        error = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2, name
+        assert len(error.splitlines()) == 1 and error.startswith("error: "), (name, error)
+        assert re.search(message, error), (name, error)
+        assert not output_dir.exists(), name
+
+
+def test_fewer_images_than_ranks_is_refused_under_torchrun(tmp_path):
+    write_image_folder(tmp_path / "one", classes=("cat",), per_class=1)
+    result = launch("--dataset", "imagefolder", "--data_path", tmp_path / "one", "--batch_size", 1,
+                    "--output_dir", tmp_path / "out", torchrun=True)  # fmt: skip
+    assert result.returncode != 0
+    assert "error: the dataset has 1 images, fewer than one optimizer step needs (2 ranks" in result.stderr
+    assert "Traceback" not in result.stderr.split("error: ")[0]
+    assert not (tmp_path / "out").exists()
