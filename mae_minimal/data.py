@@ -81,14 +81,15 @@ def load_photo(name):
 class PhotoCrops(Dataset):
     """`length` crops of a few photographs; item i is a crop of photo i % len(photos).
 
-    The photos are shrunk to at most 4 x input_size pixels a side, which keeps every crop
-    (at least 20% of the area) at or above the input size and makes cropping fast.
+    The photos are shrunk to at most max(256, 2 x input_size) pixels a side, which keeps crops
+    near the input size (they cover 20% to 100% of the area) and makes cropping fast.
     """
 
     def __init__(self, photo_names, length, transform, input_size):
         self.photos = [load_photo(name) for name in photo_names]
+        longest_side = max(256, 2 * input_size)
         for photo in self.photos:
-            photo.thumbnail((4 * input_size, 4 * input_size))
+            photo.thumbnail((longest_side, longest_side))
         self.length = length
         self.transform = transform
 
@@ -232,7 +233,7 @@ def build_dataset(name, split, input_size, data_path=None, augment=None, length=
 
     augment: use the random pretraining augmentation; by default on for "train", off for "val".
     length: how many crops make an epoch of "photos" (default 2048 for train, 64 for val), or how
-    many images "shapes" has (default 4000 for train, 1000 for val).
+    many images "shapes" has (default 4000 for train, 500 for val).
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -246,7 +247,7 @@ def build_dataset(name, split, input_size, data_path=None, augment=None, length=
         return PhotoCrops(names, length or default_length, train_transform(input_size), input_size)
     if name == "shapes":
         size = max(input_size, 32)
-        return SyntheticShapes(length or (4000 if train else 1000), 0 if train else 10**6, size, transform)
+        return SyntheticShapes(length or (4000 if train else 500), 0 if train else 10**6, size, transform)
     if name == "digits":
         train_indices, held_out = held_out_indices(1797, fraction=0.2)
         return Digits(train_indices if train else held_out, transform)

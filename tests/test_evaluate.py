@@ -1,0 +1,90 @@
+"""Linear probing and fine-tuning, as functions and from the shell, on the offline labelled data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mae_minimal import mae_vit_mini_patch4_32px
+from mae_minimal.data import build_dataset
+from mae_minimal.evaluate import build_classifier, fine_tune, linear_probe, main
+from mae_minimal.train import main as pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+PRETRAIN_ONE_STEP = ["--model", "mae_vit_mini_patch4_32px", "--epoch_length", "16", "--batch_size", "8",
+                     "--max_steps", "1", "--num_workers", "0", "--no_progress"]  # fmt: skip
+
+
+def small_shapes():
+    train = build_dataset("shapes", "train", 32, augment=False, length=120)
+    val = build_dataset("shapes", "val", 32, augment=False, length=40)
+    return train, val
+
+
+def test_linear_probe_trains_only_a_head_on_frozen_features():
+    train, val = small_shapes()
+    classifier = build_classifier("vit_mini_patch4_32px", 10, mae_vit_mini_patch4_32px().state_dict(), False)
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    result = linear_probe(classifier, train, val, epochs=30, warmup_epochs=2, batch_size=32, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in classifier.state_dict().items())
+    assert result["top1"] > 0.2  # ten classes: chance is 0.1
+    assert 0 < result["train_loss"] < 2.3  # below the loss of a uniform guess, log(10)
+
+
+def test_fine_tuning_trains_the_encoder_too():
+    train, val = small_shapes()
+    classifier = build_classifier("vit_mini_patch4_32px", 10)
+    before = classifier.blocks[0].attn.qkv.weight.clone()
+    result = fine_tune(classifier, train, val, epochs=2, warmup_epochs=1, batch_size=32, progress=False)
+    assert not torch.equal(before, classifier.blocks[0].attn.qkv.weight)
+    assert 0 <= result["top1"] <= 1 and result["train_loss"] > 0
+
+
+@pytest.mark.parametrize("mode", ["linprobe", "finetune"])
+def test_each_mode_runs_from_a_train_checkpoint_and_from_random_init(tmp_path, mode):
+    pretrain([*PRETRAIN_ONE_STEP, "--output_dir", str(tmp_path / "pretrain")])
+    common = [mode, "--dataset", "shapes", "--train_size", "64", "--epochs", "1", "--warmup_epochs", "0",
+              "--batch_size", "32", "--no_progress"]  # fmt: skip
+    pretrained = main([*common, "--checkpoint", str(tmp_path / "pretrain" / "checkpoint.pth"),
+                       "--output_dir", str(tmp_path / "a")])  # fmt: skip
+    random = main(
+        [*common, "--random_init", "--model", "vit_mini_patch4_32px", "--output_dir", str(tmp_path / "b")]
+    )
+    assert pretrained["model"] == random["model"] == "vit_mini_patch4_32px"
+    assert json.loads((tmp_path / "a" / f"{mode}.json").read_text())["top1"] == pretrained["top1"]
+    assert random["init"] == "random" and pretrained["pool"] == ("cls" if mode == "linprobe" else "mean")
+
+
+def test_runs_as_a_script(tmp_path):
+    script = str(ROOT / "mae_minimal" / "evaluate.py")
+    args = [
+        "linprobe",
+        "--random_init",
+        "--model",
+        "vit_mini_patch4_32px",
+        "--train_size",
+        "32",
+        "--epochs",
+        "1",
+    ]
+    command = [sys.executable, script, *args, "--no_progress", "--output_dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "top-1" in result.stdout
+
+
+def test_bad_input_gets_one_clear_line(tmp_path, capsys):
+    for args, message in [
+        (["--checkpoint", str(tmp_path / "none.pth")], "no checkpoint file at"),
+        (["--random_init"], "--model is needed"),
+        (["--random_init", "--model", "vit_mini_patch4_32px", "--dataset", "photos"], "photos has no labels"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["linprobe", *args, "--output_dir", str(tmp_path / "out")])
+        error = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2
+        assert len(error.splitlines()) == 1 and error.startswith("error: ") and message in error
+    assert not (tmp_path / "out").exists()
