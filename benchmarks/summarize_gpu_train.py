@@ -21,5 +21,5 @@ for log in sorted(results.glob("mae_vit_*_compile-*.jsonl")):
 for model in sorted({m for m, _ in throughput}):
     if (model, "yes") in throughput and (model, "no") in throughput:
         print(f"\n{model}: --compile gives {throughput[model, 'yes'] / throughput[model, 'no']:.2f}x")
-print()
-print((results / "linprobe.txt").read_text())
+probes = results / "linprobe.txt"
+print("\n" + (probes.read_text() if probes.exists() else "linear probes: did not run"))
