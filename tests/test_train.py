@@ -160,7 +160,6 @@ def bad_input_cases(tmp_path):
     (broken / "cat" / "0.png").write_bytes(b"\x89PNG but not really")
     write_image_folder(tmp_path / "few", per_class=1)
     (tmp_path / "empty").mkdir()
-    torch.save({"model": {}, "optimizer": {}}, tmp_path / "other.pth")
     other_model = tmp_path / "other_model"
     main([*FAST, "--model", "mae_vit_mini_patch8_64px", "--max_steps", "1", "--output_dir", str(other_model)])
     return {
