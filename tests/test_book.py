@@ -1,0 +1,102 @@
+"""The book: its table of contents, the one repository URL, the committed notebooks, and the
+built HTML opened page by page in headless Chromium."""
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [toc["root"]] + [chapter["file"] for part in toc["parts"] for chapter in part["chapters"]]
+
+
+def code_cells(path):
+    return [cell for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"]
+
+
+def test_the_table_of_contents_lists_every_notebook_in_order():
+    listed = [f for f in toc_files() if f.startswith("notebooks/")]
+    assert listed == [f"notebooks/{path.stem}" for path in NOTEBOOKS] and NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_installs_from_the_configured_repository_in_its_first_cell(path):
+    assert f"git+{CONFIG['repository']['url']}" in "".join(code_cells(path)[0]["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_executed_in_order_without_errors(path):
+    cells = code_cells(path)
+    skipped = [c for c in cells if "nbval-skip" in c.get("metadata", {}).get("tags", [])]
+    counts = [c["execution_count"] for c in cells if c not in skipped]
+    assert None not in counts and counts == sorted(counts) and len(set(counts)) == len(counts)
+    assert not any(output["output_type"] == "error" for cell in cells for output in cell.get("outputs", []))
+    assert all("skip-execution" in c["metadata"]["tags"] and not c.get("outputs") for c in skipped)
+    assert path.stat().st_size < 3_000_000
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The book built with warnings as errors, served on localhost."""
+    output = tmp_path_factory.mktemp("book")
+    build = subprocess.run(
+        ["jupyter-book", "build", str(ROOT), "--path-output", str(output), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=output / "_build" / "html")
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+             "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        yield browser
+        browser.close()
+
+
+@pytest.mark.parametrize("page_file", toc_files())
+def test_page_renders_with_its_figures_and_no_console_errors(site, browser, page_file):
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    response = page.goto(f"{site}/{page_file}.html", wait_until="networkidle")
+    assert response.status == 200
+    assert page.locator("main h1").count() >= 1 and len(page.inner_text("main")) > 500
+    broken = page.evaluate(
+        "() => [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+    )
+    assert broken == []
+    assert errors == []
+    assert [url for url in requested if not url.startswith(site)] == []  # everything is served with the book
+    if page_file.startswith("notebooks/"):
+        colab = f"colab.research.google.com/github/{CONFIG['repository']['url'].split('github.com/')[1]}"
+        assert page.locator(f"a[href*='{colab}/blob/main/{page_file}.ipynb']").count() >= 1
+        assert page.locator(".dropdown-download-buttons a[href$='.ipynb']").count() >= 1
+        assert page.locator("img").count() >= 1  # a notebook page shows figures
+    page.close()
