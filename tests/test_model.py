@@ -201,3 +201,13 @@ def test_unknown_switch_values_are_rejected():
 def test_a_width_not_divisible_by_the_heads_is_rejected():
     with pytest.raises(ValueError, match="not divisible by the number of heads"):
         tiny_mae(embed_dim=30, num_heads=4)
+
+
+@pytest.mark.parametrize("encoder_sees_mask_tokens", [False, True])
+def test_torch_compile_captures_the_whole_forward_pass_in_one_graph(encoder_sees_mask_tokens):
+    import torch._dynamo
+
+    model = mae_vit_mini_patch4_32px(encoder_sees_mask_tokens=encoder_sees_mask_tokens)
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32), 0.75)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
