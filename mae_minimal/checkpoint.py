@@ -20,6 +20,9 @@ import torch
 from mae_minimal.pos_embed import resize_pos_embed
 
 DECODER_KEY = re.compile(r"^(decoder_|mask_token$)")
+# what a classifier leaves out of an MAE: the decoder, and the encoder's own mask token of the
+# encoder_sees_mask_tokens baseline
+PRETRAINING_ONLY_KEY = re.compile(r"^(decoder_|mask_token$|encoder_mask_token$)")
 NEW_CLASSIFIER_KEY = re.compile(r"^(head|fc_norm)\.")
 
 
@@ -94,7 +97,7 @@ def load_checkpoint(model, source, weights_only=True):
 
     is_classifier = "head.weight" in model_state
     if is_classifier:
-        state_dict = {k: v for k, v in state_dict.items() if not DECODER_KEY.match(k)}
+        state_dict = {k: v for k, v in state_dict.items() if not PRETRAINING_ONLY_KEY.match(k)}
         if "norm.weight" not in model_state:  # global pooling uses fc_norm instead
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("norm.")}
         if (

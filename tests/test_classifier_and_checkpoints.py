@@ -32,6 +32,13 @@ def test_classifier_features_equal_the_mae_encoders_on_the_unmasked_image():
     assert by_pool(imgs).shape == by_cls(imgs).shape == (2, 5)
 
 
+def test_a_classifier_loads_the_encoder_of_the_mask_tokens_in_encoder_baseline():
+    torch.manual_seed(0)
+    mae = tiny_mae(encoder_sees_mask_tokens=True)
+    classifier = ViTClassifier.from_mae(mae, num_classes=5, global_pool=False)
+    torch.testing.assert_close(classifier.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
+
+
 def test_global_pool_classifier_has_the_official_fine_tuning_names():
     with torch.device("meta"):
         keys = vit_base_patch16(num_classes=10).state_dict().keys()
