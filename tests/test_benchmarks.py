@@ -43,5 +43,6 @@ def test_the_benchmark_writes_results_with_every_ratio(tmp_path):
         (v, d) for v in ("mae_minimal", "mask_tokens") for d in (1, 8)
     }
     assert len(results["ratios"]) == 4 and all(v > 0 for v in results["ratios"].values())
+    assert results["command"].startswith("python benchmarks/train_step.py --models mini --repeats 2")
     summary = (tmp_path / "summary.md").read_text()
     assert results["command"] in summary and "mae_minimal / transformers" in summary
