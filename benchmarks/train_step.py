@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mae_minimal import factories
+from mae_minimal.factories import create_model
 from mae_minimal.hf_convert import to_hf
 
 MODELS = {"mini": "mae_vit_mini_patch4_32px", "base": "mae_vit_base_patch16", "large": "mae_vit_large_patch16"}
@@ -46,7 +46,7 @@ def build(variant, model_name, decoder_depth=8, seed=0):
     depend only on the seed and the architecture."""
     torch.manual_seed(seed)
     mask_tokens = variant == "mask_tokens"
-    return getattr(factories, model_name)(decoder_depth=decoder_depth, encoder_sees_mask_tokens=mask_tokens)
+    return create_model(model_name, decoder_depth=decoder_depth, encoder_sees_mask_tokens=mask_tokens)
 
 
 def loss_function(variant, model):

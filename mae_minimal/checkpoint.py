@@ -8,42 +8,62 @@ What loads into what:
     classes is dropped too).
 Positional embeddings are resized when the checkpoint was trained at another image size. Any
 other mismatch is an error that names it.
+
+Checkpoints written by mae_minimal also carry the model's configuration ("model_config": its class
+and constructor arguments), so `load_model(path)` rebuilds the model without being told which.
 """
 
 import os
 import pickle
 import re
+from functools import partial
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from mae_minimal.classifier import NEW_HEAD_KEYS, ViTClassifier
+from mae_minimal.model import MaskedAutoencoderViT
 from mae_minimal.pos_embed import resize_pos_embed
 
-DECODER_KEY = re.compile(r"^(decoder_|mask_token$)")
-# what a classifier leaves out of an MAE: the decoder, and the encoder's own mask token of the
-# encoder_sees_mask_tokens baseline
+# what a classifier leaves out of an MAE: the decoder, its mask token, and the encoder's own mask
+# token of the encoder_sees_mask_tokens baseline
 PRETRAINING_ONLY_KEY = re.compile(r"^(decoder_|mask_token$|encoder_mask_token$)")
-NEW_CLASSIFIER_KEY = re.compile(r"^(head|fc_norm)\.")
+MODEL_CLASSES = {cls.__name__: cls for cls in (MaskedAutoencoderViT, ViTClassifier)}
+
+
+def read_checkpoint(path, weights_only=True):
+    """The object a .pth file holds, or one clear error (missing, truncated, not a checkpoint).
+
+    weights_only=True refuses to run pickled code: pass False only for files you trust that hold
+    other Python objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise ValueError(f"{path} is not a readable checkpoint ({str(error).splitlines()[0]})") from None
+        raise ValueError(
+            f"{path} holds more than tensors; if you trust the file, load it with weights_only=False"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise ValueError(
+            f"{path} is not a readable checkpoint (truncated or another kind of file: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        ) from None
 
 
 def read_state_dict(source, weights_only=True):
     """source: a path to a .pth file, or a loaded object -> the state_dict it holds.
 
     Official and mae_minimal checkpoints keep the weights under "model"; a bare state_dict is
-    accepted too. weights_only=True refuses to run pickled code: pass False only for files
-    you trust that hold other Python objects.
+    accepted too.
     """
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint file at {path}")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=weights_only)
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"{path} holds more than tensors ({error}); if you trust the file, "
-                f"load it with weights_only=False"
-            ) from None
+        source = read_checkpoint(source, weights_only)
     for key in ("model", "state_dict"):
         if isinstance(source, dict) and key in source and isinstance(source[key], dict):
             return source[key]
@@ -114,20 +134,62 @@ def load_checkpoint(model, source, weights_only=True):
             )
     missing = [k for k in model_state if k not in state_dict]
     unexpected = [k for k in state_dict if k not in model_state]
-    if not is_classifier and any(DECODER_KEY.match(k) for k in missing):
+    if not is_classifier and any(PRETRAINING_ONLY_KEY.match(k) for k in missing):
         raise ValueError(
             "the checkpoint holds only an encoder (like the official mae_pretrain_vit_*.pth), but "
             "an MAE needs its decoder too: load it into a ViTClassifier, or use a full MAE "
             "checkpoint (the official mae_visualize_vit_*.pth) to see reconstructions"
         )
     if is_classifier:
-        missing = [k for k in missing if not NEW_CLASSIFIER_KEY.match(k)]
+        missing = [k for k in missing if k not in NEW_HEAD_KEYS]
     if missing or unexpected:
         raise ValueError(
             f"the checkpoint does not fit the model: missing {sorted(missing)}, "
             f"unexpected {sorted(unexpected)}"
         )
     model.load_state_dict(state_dict, strict=not is_classifier)
+    return model
+
+
+def model_config(model):
+    """How to rebuild `model` (an MAE or a classifier): {"class": name, "kwargs": constructor
+    arguments}, the norm layer written as its LayerNorm eps so that the config holds only plain values."""
+    kwargs = dict(model.config)
+    norm = kwargs.pop("norm_layer")(1)
+    if type(norm) is not nn.LayerNorm:
+        raise ValueError(f"only LayerNorm norm layers can be written in a checkpoint's config, not {type(norm)}")
+    return {"class": type(model).__name__, "kwargs": {**kwargs, "layer_norm_eps": norm.eps}}
+
+
+ENCODER_ARGS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
+
+
+def encoder_kwargs(config):
+    """The encoder's constructor arguments (ViTEncoder's) in a model_config."""
+    kwargs = config["kwargs"]
+    return {**{name: kwargs[name] for name in ENCODER_ARGS}, "norm_layer": partial(nn.LayerNorm, eps=kwargs["layer_norm_eps"])}
+
+
+def build_model(config):
+    """The model that model_config describes, freshly initialised."""
+    if not isinstance(config, dict) or config.get("class") not in MODEL_CLASSES:
+        raise ValueError(f"not a model configuration: {config!r}")
+    kwargs = dict(config["kwargs"])
+    kwargs["norm_layer"] = partial(nn.LayerNorm, eps=kwargs.pop("layer_norm_eps"))
+    return MODEL_CLASSES[config["class"]](**kwargs)
+
+
+def load_model(source):
+    """The model, with its weights, of a checkpoint written by mae_minimal (train.py, evaluate.py,
+    pretrain or a reference run): source is a path or a loaded checkpoint."""
+    checkpoint = read_checkpoint(source) if isinstance(source, (str, Path)) else source
+    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint:
+        raise ValueError(
+            f"{source if isinstance(source, (str, Path)) else 'the checkpoint'} does not say which model it "
+            f"holds (an official or older checkpoint?): build the model with its factory, then load_checkpoint"
+        )
+    model = build_model(checkpoint["model_config"])
+    model.load_state_dict(checkpoint["model"])
     return model
 
 

@@ -9,8 +9,9 @@ checkpoints load as they are and pretrained ones (MAE or encoder-only) load thro
 
 from torch import nn
 
-from mae_minimal.checkpoint import load_checkpoint
 from mae_minimal.encoder import ViTEncoder
+
+NEW_HEAD_KEYS = ("head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias")
 
 
 class ViTClassifier(ViTEncoder):
@@ -18,6 +19,7 @@ class ViTClassifier(ViTEncoder):
 
     def __init__(self, num_classes=1000, global_pool=True, **encoder_kwargs):
         super().__init__(**encoder_kwargs)
+        self.config = dict(self.encoder_config, num_classes=num_classes, global_pool=global_pool)
         self.global_pool = global_pool
         embed_dim = self.cls_token.shape[-1]
         if global_pool:  # the pooled features get their own norm; the encoder's last one goes
@@ -31,13 +33,14 @@ class ViTClassifier(ViTEncoder):
     def from_mae(cls, mae, num_classes, global_pool=True):
         """A classifier with mae's encoder architecture and weights, and a new head."""
         classifier = cls(num_classes=num_classes, global_pool=global_pool, **mae.encoder_config)
-        return load_checkpoint(classifier, mae.state_dict())
+        ours = classifier.state_dict()
+        missing, _ = classifier.load_state_dict({k: v for k, v in mae.state_dict().items() if k in ours}, strict=False)
+        assert set(missing) <= set(NEW_HEAD_KEYS), missing  # the same encoder: only the head is new
+        return classifier
 
     def forward_features(self, imgs):
         """imgs: (N, C, H, W) -> features: (N, D)."""
-        x = self.prepend_cls_token(self.embed_patches(imgs))  # (N, 1 + L, D)
-        for block in self.blocks:
-            x = block(x)
+        x = self.encode(imgs)  # (N, 1 + L, D)
         if self.global_pool:
             return self.fc_norm(x[:, 1:, :].mean(dim=1))
         return self.norm(x)[:, 0]

@@ -64,10 +64,19 @@ class ViTEncoder(nn.Module):
         """imgs: (N, C, H, W) -> tokens with their positions added: (N, L, D)."""
         return self.patch_embed(imgs) + self.pos_embed[:, 1:, :]
 
-    def prepend_cls_token(self, x):
-        """x: (N, T, D) -> (N, 1 + T, D), the cls token (with its zero position) first."""
+    def forward_blocks(self, x):
+        """x: (N, T, D) tokens with their positions -> (N, 1 + T, D): the cls token (with its zero
+        position) put first, then every transformer block. The final norm is the caller's."""
         cls_token = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        return torch.cat([cls_token, x], dim=1)
+        x = torch.cat([cls_token, x], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def encode(self, imgs):
+        """imgs: (N, C, H, W) -> (N, 1 + L, D): every patch, in image order, through the blocks
+        (before the final norm; an MAE's features are model.norm(model.encode(imgs)))."""
+        return self.forward_blocks(self.embed_patches(imgs))
 
     def initialize_weights(self):
         """The official initialisation: sin-cos positions, xavier-uniform linear layers (the patch

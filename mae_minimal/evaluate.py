@@ -4,6 +4,7 @@
     python mae_minimal/evaluate.py finetune --checkpoint output/mae_pretrain/checkpoint.pth
     python mae_minimal/evaluate.py linprobe --random_init --model vit_mini_patch8_64px   # the baseline
 
+A checkpoint written by mae_minimal rebuilds its own architecture; an official one needs --model.
 Both report top-1 accuracy on the held-out split, print it and write it to --output_dir.
 Linear probing freezes the encoder and trains BatchNorm (without affine parameters) and a linear
 layer on its features, with SGD (the paper uses LARS at batch 16384; it notes plain SGD works
@@ -15,6 +16,7 @@ paper's RandAugment, mixup and cutmix recipe is sized for ImageNet.
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,21 +25,37 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from mae_minimal import factories
-from mae_minimal.checkpoint import load_checkpoint, read_state_dict
+from mae_minimal.checkpoint import encoder_kwargs, load_checkpoint, read_checkpoint
+from mae_minimal.classifier import ViTClassifier
 from mae_minimal.data import DATASETS, DataError, build_dataset, num_classes
-from mae_minimal.optim import lr_at, param_groups, set_lr
+from mae_minimal.factories import CLASSIFIERS, LAYER_NORM
+from mae_minimal.optim import lr_at, param_groups
+from mae_minimal.pretrain import train_step
 
-CLASSIFIERS = [name for name in dir(factories) if name.startswith("vit_")]
+
+def encoder_of(model_name, checkpoint=None, input_size=None):
+    """The encoder's constructor arguments: those a checkpoint written by mae_minimal carries, else
+    those of model_name (a vit_* size); input_size replaces the image size."""
+    if isinstance(checkpoint, dict) and "model_config" in checkpoint:
+        encoder = encoder_kwargs(checkpoint["model_config"])
+    elif model_name in CLASSIFIERS:
+        encoder = {"img_size": 224, **CLASSIFIERS[model_name], "norm_layer": LAYER_NORM}
+    elif model_name is None:
+        raise ValueError("--model is needed: the checkpoint does not say which model it holds")
+    else:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    return {**encoder, "img_size": input_size} if input_size is not None else encoder
 
 
 def build_classifier(model_name, num_classes, checkpoint=None, global_pool=True, input_size=None):
-    """A classifier of size `model_name` (a vit_* factory), with the encoder of `checkpoint` (a path
-    or state_dict of an MAE, an encoder or a classifier), or randomly initialised without one."""
-    kwargs = dict(num_classes=num_classes, global_pool=global_pool)
-    if input_size is not None:
-        kwargs["img_size"] = input_size
-    classifier = getattr(factories, model_name)(**kwargs)
+    """A classifier with the encoder of `checkpoint` (a path or loaded checkpoint of an MAE, an
+    encoder or a classifier), or randomly initialised without one. A checkpoint written by
+    mae_minimal says its own architecture (model_name may be None); otherwise model_name, a vit_*
+    size, gives it. input_size: another image size (the positions are resized)."""
+    if isinstance(checkpoint, (str, Path)):
+        checkpoint = read_checkpoint(checkpoint)
+    encoder = encoder_of(model_name, checkpoint, input_size)
+    classifier = ViTClassifier(num_classes=num_classes, global_pool=global_pool, **encoder)
     return load_checkpoint(classifier, checkpoint) if checkpoint is not None else classifier
 
 
@@ -52,19 +70,22 @@ def extract_features(classifier, dataset, batch_size=256, device="cpu"):
     return torch.cat(features), torch.cat(labels)
 
 
-def train_loop(model, optimizer, loader, epochs, lr, warmup_epochs, loss_fn, device, progress):
-    """Epochs of plain training with a per-step warmup then cosine. Returns the last epoch's loss."""
+def supervised_loss(criterion, model, batch):
+    inputs, labels = batch
+    return criterion(model(inputs), labels)
+
+
+def fit(model, optimizer, loader, epochs, lr, warmup_epochs, criterion, device, progress):
+    """Epochs of train_step, one batch each, with a per-step warmup then cosine. Returns the last
+    epoch's mean loss."""
     total_steps, warmup_steps = epochs * len(loader), round(warmup_epochs * len(loader))
-    step = 0
+    loss_fn, step = partial(supervised_loss, criterion), 0
     for _ in tqdm(range(epochs), desc="epochs", disable=not progress):
         model.train()
         total, count = 0.0, 0
         for inputs, labels in loader:
-            set_lr(optimizer, lr_at(step, total_steps, warmup_steps, lr, 0.0))
-            loss = loss_fn(model(inputs.to(device)), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            batch = (inputs.to(device), labels.to(device))
+            loss = train_step(model, loss_fn, [batch], optimizer, lr_at(step, total_steps, warmup_steps, lr, 0.0))
             step += 1
             total, count = total + loss.item() * len(labels), count + len(labels)
     return total / count
@@ -81,10 +102,11 @@ def top1(model, loader, device):
 
 
 def linear_probe(
-    classifier, train_set, val_set, epochs=90, lr=0.1, batch_size=256, warmup_epochs=10, device="cpu", seed=0,
-    progress=True,
+    classifier, train_set, val_set, epochs=90, blr=0.1, lr=None, batch_size=256, warmup_epochs=10, device="cpu",
+    seed=0, progress=True,
 ):  # fmt: skip
-    """Train BatchNorm + linear on the frozen encoder's features. Returns {"top1", "train_loss"}."""
+    """Train BatchNorm + linear on the frozen encoder's features with SGD, lr = blr * batch_size / 256
+    unless lr is given. Returns {"top1", "train_loss"}."""
     torch.manual_seed(seed)
     train_features, train_labels = extract_features(classifier, train_set, device=device)
     val_features, val_labels = extract_features(classifier, val_set, device=device)
@@ -93,31 +115,26 @@ def linear_probe(
     nn.init.trunc_normal_(head[1].weight, std=0.01)
     nn.init.zeros_(head[1].bias)
     loader = DataLoader(TensorDataset(train_features, train_labels), batch_size=batch_size, shuffle=True)
+    lr = lr if lr is not None else blr * batch_size / 256
     optimizer = torch.optim.SGD([{"params": head.parameters(), "lr_scale": 1.0}], lr=lr, momentum=0.9)
-    train_loss = train_loop(
-        head, optimizer, loader, epochs, lr, warmup_epochs, F.cross_entropy, device, progress
-    )
+    train_loss = fit(head, optimizer, loader, epochs, lr, warmup_epochs, F.cross_entropy, device, progress)
     accuracy = top1(head, DataLoader(TensorDataset(val_features, val_labels), batch_size=1024), device)
     return {"top1": accuracy, "train_loss": train_loss}
 
 
 def fine_tune(
-    classifier, train_set, val_set, epochs=50, blr=1e-3, batch_size=64, layer_decay=0.75, weight_decay=0.05,
-    warmup_epochs=5, label_smoothing=0.1, device="cpu", seed=0, progress=True,
+    classifier, train_set, val_set, epochs=50, blr=1e-3, lr=None, batch_size=64, layer_decay=0.75,
+    weight_decay=0.05, warmup_epochs=5, label_smoothing=0.1, device="cpu", seed=0, progress=True,
 ):  # fmt: skip
-    """Train the whole classifier, lr = blr * batch_size / 256 decayed layer by layer towards the
-    input. Returns {"top1", "train_loss"}."""
+    """Train the whole classifier with AdamW, lr = blr * batch_size / 256 unless lr is given, decayed
+    layer by layer towards the input. Returns {"top1", "train_loss"}."""
     torch.manual_seed(seed)
     classifier.to(device)
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size)
-    lr = blr * batch_size / 256
-    optimizer = torch.optim.AdamW(
-        param_groups(classifier, weight_decay, layer_decay), lr=lr, betas=(0.9, 0.999)
-    )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    train_loss = train_loop(
-        classifier, optimizer, loader, epochs, lr, warmup_epochs, loss_fn, device, progress
-    )
+    lr = lr if lr is not None else blr * batch_size / 256
+    optimizer = torch.optim.AdamW(param_groups(classifier, weight_decay, layer_decay), lr=lr, betas=(0.9, 0.999))
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    train_loss = fit(classifier, optimizer, loader, epochs, lr, warmup_epochs, criterion, device, progress)
     return {"top1": top1(classifier, DataLoader(val_set, batch_size=256), device), "train_loss": train_loss}
 
 
@@ -131,7 +148,7 @@ def get_args_parser():
     start = parser.add_mutually_exclusive_group(required=True)
     start.add_argument("--checkpoint", help="pretrained weights: a train.py checkpoint or an official .pth")
     start.add_argument("--random_init", action="store_true", help="no pretraining: the baseline")
-    add("--model", default=None, choices=CLASSIFIERS, help="size (default: the train.py checkpoint's)")
+    add("--model", default=None, choices=list(CLASSIFIERS), help="size (default: the checkpoint's own)")
     add("--input_size", type=int, default=None, help="image side (default: the checkpoint's or model's)")
     add("--dataset", default="shapes", choices=DATASETS, help="a labelled dataset")
     add("--data_path", default=None)
@@ -139,8 +156,9 @@ def get_args_parser():
     add("--epochs", type=int, default=None, help="default: 90 for linprobe, 50 for finetune")
     add("--warmup_epochs", type=float, default=None, help="default: 10 for linprobe, 5 for finetune")
     add("--batch_size", type=int, default=None, help="default: 256 for linprobe, 64 for finetune")
-    add("--lr", type=float, default=None, help="linprobe: the SGD lr (default 0.1); finetune: the base lr "
-        "blr, scaled by batch/256 (default 1e-3)")  # fmt: skip
+    add("--blr", type=float, default=None, help="base lr: lr = blr * batch_size / 256 (default: 0.1 for "
+        "linprobe, 1e-3 for finetune), as in train.py")  # fmt: skip
+    add("--lr", type=float, default=None, help="absolute lr, overriding --blr")
     add("--layer_decay", type=float, default=0.75, help="finetune: lr decay per layer towards the input")
     add("--weight_decay", type=float, default=0.05, help="finetune only")
     add("--pool", default=None, choices=["cls", "mean"], help="features: the cls token (linprobe default) or "
@@ -152,16 +170,27 @@ def get_args_parser():
     return parser
 
 
-def model_and_size(args, checkpoint):
-    """The classifier name and input size: as given, else those the train.py checkpoint was made with."""
-    config = checkpoint.get("config", {}) if checkpoint is not None else {}
-    model = args.model or config.get("model", "").removeprefix("mae_") or None
-    if model is None:
-        raise ValueError("--model is needed: the checkpoint does not say which model it holds")
-    if model not in CLASSIFIERS:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(CLASSIFIERS)}")
-    default_size = factories.ENCODER_SIZES[model.removeprefix("vit_")].get("img_size", 224)
-    return model, args.input_size or config.get("input_size") or default_size
+def prepare(args, pool):
+    """The classifier and the two splits, every argument checked and the output folder made first."""
+    for name in ("epochs", "batch_size", "train_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but PyTorch sees no GPU here: use --device cpu")
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder")
+    checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint is not None else None
+    image_size = encoder_of(args.model, checkpoint, args.input_size)["img_size"]
+    input_size = image_size if isinstance(image_size, int) else image_size[0]
+    train_set = build_dataset(args.dataset, "train", input_size, args.data_path, augment=False,
+                              length=args.train_size)  # fmt: skip
+    val_set = build_dataset(args.dataset, "val", input_size, args.data_path, augment=False)
+    classes = num_classes(train_set)
+    if classes < 2:
+        raise DataError(f"{args.dataset} has no labels: choose a labelled dataset (shapes, digits, cifar10...)")
+    classifier = build_classifier(args.model, classes, checkpoint, pool == "mean", args.input_size)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    return classifier, train_set, val_set
 
 
 def main(argv=None):
@@ -169,42 +198,24 @@ def main(argv=None):
     linprobe = args.mode == "linprobe"
     pool = args.pool or ("cls" if linprobe else "mean")
     try:
-        checkpoint = None
-        if args.checkpoint is not None:
-            if not Path(args.checkpoint).is_file():
-                raise FileNotFoundError(f"no checkpoint file at {args.checkpoint}")
-            checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        model_name, input_size = model_and_size(args, checkpoint)
-        train_set = build_dataset(args.dataset, "train", input_size, args.data_path, augment=False,
-                                  length=args.train_size)  # fmt: skip
-        val_set = build_dataset(args.dataset, "val", input_size, args.data_path, augment=False)
-        classes = num_classes(train_set)
-        if classes < 2:
-            raise DataError(
-                f"{args.dataset} has no labels: choose a labelled dataset (shapes, digits, cifar10...)"
-            )
-        weights = read_state_dict(checkpoint) if checkpoint is not None else None
-        classifier = build_classifier(model_name, classes, weights, pool == "mean", input_size)
-    except (DataError, ValueError, FileNotFoundError) as error:
+        classifier, train_set, val_set = prepare(args, pool)
+    except (DataError, ValueError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-
-    given = dict(epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size)
+    given = dict(epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
+                 blr=args.blr, lr=args.lr)  # fmt: skip
     options = {name: value for name, value in given.items() if value is not None}
     options.update(device=args.device, seed=args.seed, progress=not args.no_progress)
-    if args.lr is not None:
-        options["lr" if linprobe else "blr"] = args.lr
     if linprobe:
         result = linear_probe(classifier, train_set, val_set, **options)
     else:
         options.update(layer_decay=args.layer_decay, weight_decay=args.weight_decay)
         result = fine_tune(classifier, train_set, val_set, **options)
     init = "random" if args.random_init else str(args.checkpoint)
-    result.update(mode=args.mode, model=model_name, dataset=args.dataset, pool=pool, init=init)
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / f"{args.mode}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{args.mode} {model_name} ({init}) on {args.dataset}: top-1 {100 * result['top1']:.2f}%")
+    encoder = {k: classifier.encoder_config[k] for k in ("img_size", "patch_size", "embed_dim", "depth")}
+    result.update(mode=args.mode, model=args.model, encoder=encoder, dataset=args.dataset, pool=pool, init=init)
+    (Path(args.output_dir) / f"{args.mode}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{args.mode} ({init}) on {args.dataset}: top-1 {100 * result['top1']:.2f}%")
     return result
 
 

@@ -16,6 +16,8 @@ import math
 
 import torch
 
+MASKINGS = ("random", "block", "grid")
+
 
 def num_kept(num_patches, mask_ratio):
     """How many of num_patches stay visible at mask_ratio, checked to be at least one.
@@ -135,3 +137,20 @@ def block_masking_noise(batch, grid_size, mask_ratio, min_block_patches=None, ge
         [block_mask(grid_size, num_masked, min_block_patches, generator).flatten() for _ in range(batch)]
     )  # (N, L)
     return mask_to_noise(masks, generator)
+
+
+def masking_noise(masking, grid_size, mask_ratio, batch=1, generator=None):
+    """The noise (N, L) of a masking strategy by name ("random", "block" or "grid"), for use at
+    mask_ratio. Grid masking keeps one patch in each s x s cell, so it needs mask_ratio = 1 - 1/s**2."""
+    rows, cols = grid_size
+    if masking == "random":
+        return random_noise(batch, rows * cols, generator)
+    if masking == "block":
+        return block_masking_noise(batch, grid_size, mask_ratio, generator=generator)
+    if masking == "grid":
+        stride = round((1.0 - mask_ratio) ** -0.5)
+        if abs(1.0 - 1.0 / stride**2 - mask_ratio) > 1e-6:
+            raise ValueError(f"grid masking keeps one patch in each s x s cell, so its mask_ratio is 1 - 1/s**2 "
+                             f"(0.75 for s = 2, 0.8889 for s = 3), not {mask_ratio}")  # fmt: skip
+        return grid_masking_noise(batch, grid_size, stride, generator)
+    raise ValueError(f"masking must be one of {', '.join(MASKINGS)}, got {masking!r}")

@@ -56,6 +56,10 @@ class MaskedAutoencoderViT(ViTEncoder):
                 "decoder_pos_embed_to='mask' needs the decoder's own mask tokens, which a model "
                 "with encoder_sees_mask_tokens=True does not have"
             )
+        self.config = dict(self.encoder_config, decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
+                           decoder_num_heads=decoder_num_heads, norm_pix_loss=norm_pix_loss,
+                           encoder_sees_mask_tokens=encoder_sees_mask_tokens,
+                           decoder_pos_embed_to=decoder_pos_embed_to)  # fmt: skip
         self.norm_pix_loss = norm_pix_loss
         self.encoder_sees_mask_tokens = encoder_sees_mask_tokens
         self.decoder_pos_embed_to = decoder_pos_embed_to
@@ -82,9 +86,10 @@ class MaskedAutoencoderViT(ViTEncoder):
         self.decoder_pos_embed.data.copy_(
             get_2d_sincos_pos_embed(self.decoder_pos_embed.shape[-1], self.grid_size, cls_token=True)
         )
-        for token in (self.mask_token, getattr(self, "encoder_mask_token", None)):
-            if token is not None:
-                nn.init.normal_(token, std=0.02)
+        if self.encoder_sees_mask_tokens:
+            nn.init.normal_(self.encoder_mask_token, std=0.02)
+        else:
+            nn.init.normal_(self.mask_token, std=0.02)
 
     def patchify(self, imgs):
         """imgs: (N, C, H, W) -> (N, L, p*p*C)"""
@@ -106,13 +111,13 @@ class MaskedAutoencoderViT(ViTEncoder):
             x = torch.where(mask.bool().unsqueeze(-1), mask_tokens, x)  # (N, L, D)
         else:
             x, mask, ids_restore = random_masking(x, mask_ratio, noise)  # (N, L_kept, D)
-        x = self.prepend_cls_token(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x), mask, ids_restore
+        return self.norm(self.forward_blocks(x)), mask, ids_restore
 
-    def forward_decoder(self, x, ids_restore):
-        """x: (N, 1 + L_kept, D) latent, ids_restore: (N, L) -> pred: (N, L, p*p*C)."""
+    def forward_decoder(self, x, ids_restore, mask=None):
+        """x: (N, 1 + L_kept, D) latent, ids_restore: (N, L) -> pred: (N, L, p*p*C).
+
+        mask: (N, L), 1 = removed; needed only by decoder_pos_embed_to="mask".
+        """
         x = self.decoder_embed(x)  # (N, 1 + L_kept, D_dec)
         batch, length, dim = x.shape[0], ids_restore.shape[1], x.shape[2]
         cls_token, tokens = x[:, :1, :], x[:, 1:, :]
@@ -126,8 +131,9 @@ class MaskedAutoencoderViT(ViTEncoder):
         if self.decoder_pos_embed_to == "all":
             x = x + self.decoder_pos_embed
         elif self.decoder_pos_embed_to == "mask":
-            removed = (ids_restore >= num_kept).to(x.dtype)  # (N, L)
-            removed = torch.cat([removed.new_zeros(batch, 1), removed], dim=1)  # the cls slot
+            if mask is None:
+                raise ValueError("decoder_pos_embed_to='mask' needs the mask: forward_decoder(x, ids_restore, mask)")
+            removed = torch.cat([mask.new_zeros(batch, 1), mask], dim=1).to(x.dtype)  # (N, 1 + L), the cls slot
             x = x + self.decoder_pos_embed * removed.unsqueeze(-1)
 
         for block in self.decoder_blocks:
@@ -156,5 +162,5 @@ class MaskedAutoencoderViT(ViTEncoder):
         Returns loss (a scalar), pred (N, L, p*p*C) and mask (N, L).
         """
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
-        pred = self.forward_decoder(latent, ids_restore)
+        pred = self.forward_decoder(latent, ids_restore, mask)
         return self.forward_loss(imgs, pred, mask), pred, mask

@@ -41,10 +41,13 @@ def seeded_item(dataset, index, seed):
 
 class SeededItems(Dataset):
     """Item (epoch, index) -> (image, label, noise): the image augmented, and the masking noise
-    (num_patches,) drawn, from a generator seeded by (seed, epoch, index)."""
+    (L,) drawn, from a generator seeded by (seed, epoch, index).
 
-    def __init__(self, dataset, num_patches, seed):
-        self.dataset, self.num_patches, self.seed = dataset, num_patches, seed
+    noise_of(generator=...) -> (1, L): the masking strategy (masking.masking_noise).
+    """
+
+    def __init__(self, dataset, noise_of, seed):
+        self.dataset, self.noise_of, self.seed = dataset, noise_of, seed
 
     def __len__(self):
         return len(self.dataset)
@@ -53,5 +56,5 @@ class SeededItems(Dataset):
         epoch, index = epoch_and_index
         item_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
         image, label = seeded_item(self.dataset, index, item_seed)
-        noise = torch.rand(self.num_patches, generator=torch.Generator().manual_seed(item_seed))
+        noise = self.noise_of(generator=torch.Generator().manual_seed(item_seed))[0]
         return image, label, noise

@@ -16,30 +16,29 @@ line per logged step), TensorBoard events, and reconstructions.png of fixed held
 """
 
 import argparse
-import math
 import os
 import signal
 import sys
-import time
-from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
-from mae_minimal import distributed, factories
-from mae_minimal.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
+from mae_minimal import distributed
+from mae_minimal.checkpoint import read_checkpoint, save_checkpoint
 from mae_minimal.data import DATASETS, DataError, build_dataset
-from mae_minimal.masking import num_kept
-from mae_minimal.optim import lr_at, param_groups, set_lr
+from mae_minimal.factories import MAE_MODELS, create_model
+from mae_minimal.masking import MASKINGS
+from mae_minimal.pretrain import PRECISIONS, Hooks, PretrainConfig, Schedule, check_config, pretrain
 from mae_minimal.run_log import RunLog
-from mae_minimal.sampler import ResumableDistributedSampler, SeededItems, seeded_item
+from mae_minimal.sampler import seeded_item
 from mae_minimal.visualize import reconstruction_rows, save_reconstruction_grid
 
-MAE_MODELS = [name for name in dir(factories) if name.startswith("mae_vit_")]
 CHECKPOINT = "checkpoint.pth"
 NUM_SHOWN = 8  # held-out images in reconstructions.png
+# flags that may change when a run is resumed: they do not change what it computes
+RESUMABLE_CHANGES = {"resume", "max_steps", "num_workers", "log_every", "save_every", "no_progress",
+                     "output_dir", "device", "compile"}  # fmt: skip
 
 
 def get_args_parser():
@@ -49,19 +48,16 @@ def get_args_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--model", default="mae_vit_mini_patch8_64px", choices=MAE_MODELS, help="model size")
+    add("--model", default="mae_vit_mini_patch8_64px", choices=list(MAE_MODELS), help="model size")
     add("--input_size", type=int, default=None, help="image side in pixels (default: the model's)")
     add("--mask_ratio", type=float, default=0.75, help="fraction of patches removed")
+    add("--masking", default="random", choices=MASKINGS, help="how the removed patches are chosen "
+        "(grid: one kept patch in each 2x2 cell at --mask_ratio 0.75)")  # fmt: skip
     add("--norm_pix_loss", action="store_true", help="predict each patch normalised by its own mean and std")
     add("--batch_size", type=int, default=32, help="images per GPU (or process) per micro-step")
     add("--accum_iter", type=int, default=1, help="micro-steps accumulated into one optimizer step")
     add("--epochs", type=int, default=10)
-    add(
-        "--max_steps",
-        type=int,
-        default=None,
-        help="stop after this many optimizer steps (schedule unchanged)",
-    )
+    add("--max_steps", type=int, default=None, help="stop after this many optimizer steps (schedule unchanged)")
     add(
         "--blr",
         type=float,
@@ -86,7 +82,7 @@ def get_args_parser():
         help="data-loading processes per GPU (or process)",
     )
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    add("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16 on GPUs")
+    add("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 on GPUs")
     add("--compile", action="store_true", help="compile the model with torch.compile")
     add("--log_every", type=int, default=10, help="optimizer steps between log lines")
     add("--save_every", type=int, default=0, help="optimizer steps between checkpoints (0: each epoch)")
@@ -94,34 +90,9 @@ def get_args_parser():
     return parser
 
 
-class StopRequest:
-    """While active, remembers a SIGTERM or SIGINT so that the loop stops at the next step
-    boundary; the previous handlers come back afterwards (a notebook's interrupt button too)."""
-
-    def __enter__(self):
-        self.signal_name = None
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *exc_info):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
-
-
-def ignore_stop_signals(worker_id):
-    """Data-loading workers leave SIGTERM and SIGINT to the main process, which saves and exits."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def build_model(args):
-    kwargs = dict(norm_pix_loss=args.norm_pix_loss)
-    if args.input_size is not None:
-        kwargs["img_size"] = args.input_size
-    return getattr(factories, args.model)(**kwargs)
+def pretrain_config(args):
+    """The PretrainConfig of the flags of the same names."""
+    return PretrainConfig(**{field.name: getattr(args, field.name) for field in fields(PretrainConfig)})
 
 
 def resume_source(args):
@@ -132,18 +103,37 @@ def resume_source(args):
     return args.resume
 
 
+def read_resumable(source, args):
+    """The training state of checkpoint `source`, refused if it was made with other settings."""
+    if not Path(source).is_file():
+        raise FileNotFoundError(f"no checkpoint to resume at {source}")
+    state = read_checkpoint(source)
+    if not isinstance(state, dict) or "optimizer" not in state or "args" not in state:
+        raise ValueError(f"{source} holds weights but no training state (optimizer, step) to resume")
+    changed = [f"--{name} {state['args'].get(name)} -> {value}" for name, value in vars(args).items()
+               if name not in RESUMABLE_CHANGES and state["args"].get(name) != value]  # fmt: skip
+    if changed:
+        raise ValueError(f"{source} was made with other settings ({', '.join(changed)}); resume with the "
+                         f"same ones, or start afresh in another --output_dir")  # fmt: skip
+    return state
+
+
 def prepare(args, context):
-    """Everything that can fail on bad input, done before anything is written."""
-    if args.batch_size < 1 or args.accum_iter < 1 or args.epochs < 1:
-        raise ValueError("--batch_size, --accum_iter and --epochs must be at least 1")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ValueError("--max_steps must be at least 1")
+    """Everything that can fail on bad input, checked before anything is written."""
+    config = pretrain_config(args)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but PyTorch sees no GPU here: use --device cpu")
     torch.manual_seed(args.seed)
-    model = build_model(args)
-    num_kept(model.patch_embed.num_patches, args.mask_ratio)  # checks the mask ratio
+    model = create_model(args.model, norm_pix_loss=args.norm_pix_loss,
+                         **({"img_size": args.input_size} if args.input_size is not None else {}))  # fmt: skip
+    check_config(config, model.patch_embed.num_patches, model.grid_size)
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder")
+    source = resume_source(args)
+    resume = read_resumable(source, args) if source is not None else None
     input_size = model.patch_embed.img_size[0]
     dataset = build_dataset(args.dataset, "train", input_size, args.data_path, length=args.epoch_length)
-    needed = context.world_size * args.batch_size * args.accum_iter
+    needed = config.effective_batch(context.world_size)
     if len(dataset) < needed:
         raise DataError(
             f"the dataset has {len(dataset)} images, fewer than one optimizer step needs "
@@ -152,186 +142,72 @@ def prepare(args, context):
     held_out = build_dataset(args.dataset, "val", input_size, args.data_path, augment=False)
     if len(held_out) == 0:
         raise DataError(f"the held-out split of {args.dataset} is empty: add images (or a val/ folder)")
-    shown = [seeded_item(held_out, i, seed=i)[0] for i in range(min(NUM_SHOWN, len(held_out)))]
-    checkpoint = None
-    source = resume_source(args)
-    if source is not None:
-        if not Path(source).is_file():
-            raise FileNotFoundError(f"no checkpoint to resume at {source}")
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-        if "optimizer" not in checkpoint:
-            raise ValueError(f"{source} holds weights but no training state (optimizer, step) to resume")
-        load_checkpoint(model, read_state_dict(checkpoint))
-    return model, dataset, torch.stack(shown), checkpoint
+    shown = torch.stack([seeded_item(held_out, i, seed=i)[0] for i in range(min(NUM_SHOWN, len(held_out)))])
+    return model, dataset, config, shown, resume
 
 
-def autocast_context(args, device):
-    precision = args.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp32":
-        return nullcontext(), False
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype), precision == "fp16"
+class RunFiles(Hooks):
+    """The output folder of a run (rank 0 only): checkpoint, log.jsonl, TensorBoard, reconstructions;
+    and stop requests from SIGTERM or SIGINT, honoured at the next step boundary."""
+
+    def __init__(self, args, context, shown, first_step, last_step):
+        self.args, self.context, self.shown = args, context, shown
+        self.output_dir = Path(args.output_dir)
+        self.signal_name = None
+        self.run_log = RunLog(self.output_dir, first_step, last_step, enabled=context.is_main,
+                              progress_bar=not args.no_progress)  # fmt: skip
+
+    def handle_signal(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    def step_done(self, step):
+        self.run_log.step_done()
+
+    def log(self, record):
+        self.run_log.write(record)
+
+    def save(self, state):
+        if self.context.is_main:
+            save_checkpoint({**state, "args": vars(self.args)}, self.output_dir / CHECKPOINT)
+
+    def epoch_done(self, model, step):
+        if self.context.is_main:
+            device = next(model.parameters()).device
+            noise = torch.rand(len(self.shown), model.patch_embed.num_patches, generator=torch.Generator().manual_seed(0))
+            rows = reconstruction_rows(model, self.shown.to(device), self.args.mask_ratio, noise.to(device))
+            save_reconstruction_grid(rows, self.output_dir / "reconstructions.png")
+
+    def stop_requested(self):
+        return self.signal_name is not None
 
 
-def make_loader(args, context, dataset, num_patches):
-    """Batches of (images, labels, masking noise), each rank its own share of every epoch."""
-    sampler = ResumableDistributedSampler(
-        dataset,
-        num_replicas=context.world_size,
-        rank=context.rank,
-        shuffle=True,
-        seed=args.seed,
-        drop_last=True,
-    )
-    loader = DataLoader(
-        SeededItems(dataset, num_patches, args.seed),
-        batch_size=args.batch_size,
-        sampler=sampler,
-        num_workers=args.num_workers,
-        pin_memory=context.device.type == "cuda",
-        persistent_workers=args.num_workers > 0,
-        drop_last=True,
-        worker_init_fn=ignore_stop_signals,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
-    return sampler, loader
-
-
-def train(args, context, model, dataset, shown, checkpoint):
-    """The training loop. Returns True when it ran to the end, False when stopped by a signal."""
-    device, output_dir = context.device, Path(args.output_dir)
-    if device.type == "cuda":
+def train(args, context, model, dataset, config, shown, resume):
+    """Run pretrain() with the output folder and signal handling. True when it ran to the end."""
+    if context.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model.to(device)
-    forward = torch.compile(model) if args.compile else model
-    if context.is_distributed:
-        forward = DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
-
-    effective_batch = args.batch_size * args.accum_iter * context.world_size
-    lr = args.lr if args.lr is not None else args.blr * effective_batch / 256
-    optimizer = torch.optim.AdamW(
-        param_groups(model, args.weight_decay), lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda"
-    )
-    autocast, use_scaler = autocast_context(args, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    num_patches = model.patch_embed.num_patches
-    sampler, loader = make_loader(args, context, dataset, num_patches)
-    steps_per_epoch = len(loader) // args.accum_iter
-    total_steps = args.epochs * steps_per_epoch
-    last_step = min(total_steps, args.max_steps or total_steps)
-    warmup_steps = round(args.warmup_epochs * steps_per_epoch)
-
-    step = 0
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if use_scaler:
-            scaler.load_state_dict(checkpoint["scaler"])
-        step = checkpoint["step"]
-        torch.set_rng_state(checkpoint["rng"]["cpu"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
-
     if context.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        print(
-            f"pretraining {args.model} on {args.dataset} ({len(dataset)} images) on {context.world_size} x "
-            f"{device.type}: {steps_per_epoch} steps an epoch, steps {step + 1}..{last_step}, lr {lr:.2e}"
-        )
-    run_log = RunLog(output_dir, step, last_step, enabled=context.is_main, progress_bar=not args.no_progress)
-
-    def save():
-        check_finite(interval_loss, step, output_dir, context)
-        if context.is_main:
-            rng = {
-                "cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            }
-            state = dict(
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scaler=scaler.state_dict() if use_scaler else None,
-                epoch=step // steps_per_epoch,  # completed epochs
-                step=step,
-                config=vars(args),
-                rng=rng,
-            )
-            save_checkpoint(state, output_dir / CHECKPOINT)
-
-    def show():
-        if context.is_main:
-            model.eval()
-            noise = torch.rand(len(shown), num_patches, generator=torch.Generator().manual_seed(0))
-            rows = reconstruction_rows(model, shown.to(device), args.mask_ratio, noise.to(device))
-            save_reconstruction_grid(rows, output_dir / "reconstructions.png")
-            model.train()
-
-    model.train()
-    interval_loss, interval_steps, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
-    with StopRequest() as stop:
-        while step < last_step:
-            epoch, step_in_epoch = divmod(step, steps_per_epoch)
-            sampler.start_epoch(epoch, skip=step_in_epoch * args.accum_iter * args.batch_size)
-            batches = iter(loader)
-            while step < min(last_step, (epoch + 1) * steps_per_epoch):
-                set_lr(optimizer, lr_at(step, total_steps, warmup_steps, lr, args.min_lr))
-                for micro_step in range(args.accum_iter):
-                    imgs, _, noise = next(batches)
-                    imgs, noise = imgs.to(device, non_blocking=True), noise.to(device, non_blocking=True)
-                    if (
-                        context.is_distributed
-                    ):  # average gradients over ranks once a step, not each micro-step
-                        forward.require_backward_grad_sync = micro_step == args.accum_iter - 1
-                    with autocast:
-                        loss, _, _ = forward(imgs, args.mask_ratio, noise)
-                    scaler.scale(loss / args.accum_iter).backward()
-                    interval_loss += loss.detach() / args.accum_iter
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                interval_steps += 1
-                run_log.step_done()
-
-                if step % args.log_every == 0 or step == last_step:
-                    mean_loss = check_finite(interval_loss / interval_steps, step, output_dir, context)
-                    images_per_s = interval_steps * effective_batch / (time.perf_counter() - interval_start)
-                    record = dict(step=step, epoch=step / steps_per_epoch, loss=mean_loss,
-                                  lr=optimizer.param_groups[0]["lr"], images_per_s=images_per_s)  # fmt: skip
-                    if device.type == "cuda":
-                        record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-                    run_log.write(record)
-                    interval_loss.zero_()
-                    interval_steps, interval_start = 0, time.perf_counter()
-                if distributed.any_rank(stop.signal_name, context):
-                    save()
-                    run_log.close()
-                    if context.is_main:
-                        print(f"stopped by {stop.signal_name or 'a signal'} after step {step}; checkpoint "
-                              f"saved in {output_dir / CHECKPOINT}; continue with --resume auto")  # fmt: skip
-                    return False
-                end_of_epoch = step % steps_per_epoch == 0
-                if end_of_epoch or step == last_step or (args.save_every and step % args.save_every == 0):
-                    save()
-                if end_of_epoch or step == last_step:
-                    show()
-    run_log.close()
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    first_step = resume["step"] if resume is not None else 0
+    schedule = Schedule.of(config, len(dataset) // context.world_size // config.batch_size, context.world_size)
     if context.is_main:
-        print(f"done: {step} steps; checkpoint, log.jsonl and reconstructions.png in {output_dir}")
-    return True
-
-
-def check_finite(loss, step, output_dir, context):
-    """The loss averaged over ranks, as a float; an error when it is not finite."""
-    mean_loss = distributed.mean_over_ranks(loss, context)
-    if not math.isfinite(mean_loss):
-        raise FloatingPointError(
-            f"the loss became {mean_loss} by step {step}; the last good checkpoint is kept in "
-            f"{output_dir / CHECKPOINT}: lower --blr, or use --precision bf16 or fp32"
-        )
-    return mean_loss
+        print(f"pretraining {args.model} on {args.dataset} ({len(dataset)} images) on {context.world_size} x "
+              f"{context.device.type}: {schedule.steps_per_epoch} steps an epoch, steps {first_step + 1}.."
+              f"{schedule.last_step}, lr {schedule.lr:.2e}")  # fmt: skip
+    files = RunFiles(args, context, shown, first_step, schedule.last_step)
+    previous = {sig: signal.signal(sig, files.handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = pretrain(model, dataset, config, context, files, resume)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        files.run_log.close()
+    if context.is_main and result.stopped:
+        print(f"stopped by {files.signal_name or 'a signal'} after step {result.step}; checkpoint saved in "
+              f"{files.output_dir / CHECKPOINT}; continue with --resume auto")  # fmt: skip
+    elif context.is_main:
+        print(f"done: {result.step} steps; checkpoint, log.jsonl and reconstructions.png in {files.output_dir}")
+    return not result.stopped
 
 
 def fail(context, error):

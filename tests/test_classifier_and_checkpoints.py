@@ -2,7 +2,6 @@ import argparse
 
 import pytest
 import torch
-from conftest import TINY, tiny_mae
 
 from mae_minimal import (
     ViTClassifier,
@@ -12,7 +11,6 @@ from mae_minimal import (
     vit_base_patch16,
 )
 
-ENCODER_ONLY = {k: v for k, v in TINY.items() if not k.startswith("decoder_")}
 
 
 def encoder_only(state_dict):
@@ -20,7 +18,7 @@ def encoder_only(state_dict):
     return {k: v for k, v in state_dict.items() if not (k.startswith("decoder_") or k == "mask_token")}
 
 
-def test_classifier_features_equal_the_mae_encoders_on_the_unmasked_image():
+def test_classifier_features_equal_the_mae_encoders_on_the_unmasked_image(tiny_mae):
     # with nothing masked the encoder sees every patch, in shuffled order; the cls token and the
     # mean of the patch tokens do not depend on that order
     mae, imgs = tiny_mae(), torch.randn(2, 3, 32, 32)
@@ -32,7 +30,7 @@ def test_classifier_features_equal_the_mae_encoders_on_the_unmasked_image():
     assert by_pool(imgs).shape == by_cls(imgs).shape == (2, 5)
 
 
-def test_a_classifier_loads_the_encoder_of_the_mask_tokens_in_encoder_baseline():
+def test_a_classifier_loads_the_encoder_of_the_mask_tokens_in_encoder_baseline(tiny_mae):
     torch.manual_seed(0)
     mae = tiny_mae(encoder_sees_mask_tokens=True)
     classifier = ViTClassifier.from_mae(mae, num_classes=5, global_pool=False)
@@ -48,7 +46,7 @@ def test_global_pool_classifier_has_the_official_fine_tuning_names():
     assert "norm.weight" in keys and "fc_norm.weight" not in keys
 
 
-def test_official_style_file_of_a_full_mae_loads_strictly(tmp_path):
+def test_official_style_file_of_a_full_mae_loads_strictly(tiny_mae, tmp_path):
     mae = tiny_mae()
     torch.save({"model": mae.state_dict()}, tmp_path / "mae_visualize.pth")
     other = load_checkpoint(tiny_mae(), tmp_path / "mae_visualize.pth")
@@ -56,16 +54,16 @@ def test_official_style_file_of_a_full_mae_loads_strictly(tmp_path):
     assert torch.equal(other(imgs, 0.75, noise)[1], mae(imgs, 0.75, noise)[1])
 
 
-def test_encoder_only_file_loads_into_a_classifier_but_not_into_an_mae(tmp_path):
+def test_encoder_only_file_loads_into_a_classifier_but_not_into_an_mae(tiny_mae, tmp_path):
     mae = tiny_mae()
     torch.save({"model": encoder_only(mae.state_dict())}, tmp_path / "mae_pretrain.pth")
-    classifier = load_checkpoint(ViTClassifier(num_classes=3, **ENCODER_ONLY), tmp_path / "mae_pretrain.pth")
+    classifier = load_checkpoint(ViTClassifier(num_classes=3, **tiny_mae().encoder_config), tmp_path / "mae_pretrain.pth")
     assert torch.equal(classifier.blocks[1].mlp.fc2.weight, mae.blocks[1].mlp.fc2.weight)
     with pytest.raises(ValueError, match="holds only an encoder"):
         load_checkpoint(tiny_mae(), tmp_path / "mae_pretrain.pth")
 
 
-def test_checkpoint_of_another_architecture_names_the_mismatch():
+def test_checkpoint_of_another_architecture_names_the_mismatch(tiny_mae):
     with torch.device("meta"):
         base = mae_vit_base_patch16().state_dict()
     with pytest.raises(
@@ -76,7 +74,7 @@ def test_checkpoint_of_another_architecture_names_the_mismatch():
         load_checkpoint(tiny_mae(decoder_depth=3), tiny_mae().state_dict())
 
 
-def test_a_failed_load_leaves_the_model_untouched():
+def test_a_failed_load_leaves_the_model_untouched(tiny_mae):
     model = tiny_mae()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError):
@@ -84,21 +82,21 @@ def test_a_failed_load_leaves_the_model_untouched():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_checkpoint_from_another_resolution_gets_its_positions_resized():
+def test_checkpoint_from_another_resolution_gets_its_positions_resized(tiny_mae):
     small = tiny_mae()
     large = load_checkpoint(tiny_mae(img_size=48), small.state_dict())
     assert large.pos_embed.shape == (1, 1 + 36, 32) and large.decoder_pos_embed.shape == (1, 1 + 36, 16)
     assert torch.isfinite(large(torch.randn(1, 3, 48, 48))[0])
 
 
-def test_fine_tuned_head_for_another_number_of_classes_is_replaced():
-    fine_tuned = ViTClassifier(num_classes=1000, **ENCODER_ONLY)
-    classifier = load_checkpoint(ViTClassifier(num_classes=7, **ENCODER_ONLY), fine_tuned.state_dict())
+def test_fine_tuned_head_for_another_number_of_classes_is_replaced(tiny_mae):
+    fine_tuned = ViTClassifier(num_classes=1000, **tiny_mae().encoder_config)
+    classifier = load_checkpoint(ViTClassifier(num_classes=7, **tiny_mae().encoder_config), fine_tuned.state_dict())
     assert classifier.head.weight.shape == (7, 32)
     assert torch.equal(classifier.fc_norm.weight, fine_tuned.fc_norm.weight)
 
 
-def test_missing_file_and_foreign_pickles_get_clear_errors(tmp_path):
+def test_missing_file_and_foreign_pickles_get_clear_errors(tiny_mae, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
         load_checkpoint(tiny_mae(), tmp_path / "missing.pth")
     torch.save({"model": tiny_mae().state_dict(), "args": argparse.Namespace(lr=1e-3)}, tmp_path / "full.pth")
@@ -107,7 +105,7 @@ def test_missing_file_and_foreign_pickles_get_clear_errors(tmp_path):
     assert load_checkpoint(tiny_mae(), tmp_path / "full.pth", weights_only=False) is not None
 
 
-def test_describe_architecture_reads_the_sizes_off_a_state_dict():
+def test_describe_architecture_reads_the_sizes_off_a_state_dict(tiny_mae):
     sizes = describe_architecture(tiny_mae().state_dict())
     assert sizes == dict(
         embed_dim=32, in_chans=3, patch_size=8, mlp_hidden_dim=128, depth=2,

@@ -1,4 +1,5 @@
 import pickle
+from functools import partial
 
 import numpy as np
 import pytest
@@ -8,15 +9,8 @@ from PIL import Image
 from torchvision import datasets as tv_datasets
 
 from mae_minimal.data import DataError, SyntheticShapes, build_dataset, denormalize, num_classes
+from mae_minimal.masking import masking_noise
 from mae_minimal.sampler import ResumableDistributedSampler, SeededItems, seeded_item
-
-
-def write_image_folder(root, classes=("cat", "dog"), per_class=5, size=20):
-    for label, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.full((size, size + 4, 3), 40 * label + 10 * i, dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
 
 
 def test_photo_crops_are_normalised_rgb_and_fixed_by_the_seed():
@@ -58,7 +52,7 @@ def test_denormalize_inverts_the_normalisation():
     assert pixels.min() >= 0 and pixels.max() <= 1 and pixels.max() > 0.5
 
 
-def test_image_folder_uses_train_and_val_subfolders(tmp_path):
+def test_image_folder_uses_train_and_val_subfolders(write_image_folder, tmp_path):
     write_image_folder(tmp_path / "train")
     write_image_folder(tmp_path / "val", per_class=2)
     train, val = (
@@ -69,7 +63,7 @@ def test_image_folder_uses_train_and_val_subfolders(tmp_path):
     assert train[0][0].shape == (3, 16, 16)
 
 
-def test_image_folder_without_splits_holds_out_a_fixed_tenth(tmp_path):
+def test_image_folder_without_splits_holds_out_a_fixed_tenth(write_image_folder, tmp_path):
     write_image_folder(tmp_path, per_class=10)
     train, val = (
         build_dataset("imagefolder", "train", 16, tmp_path),
@@ -135,7 +129,8 @@ def test_unknown_dataset_is_named_in_the_error():
 
 
 def test_seeded_items_fix_augmentation_and_noise_by_epoch_and_index():
-    items = SeededItems(build_dataset("photos", "train", 32, length=8), num_patches=16, seed=0)
+    noise_of = partial(masking_noise, "random", (4, 4), 0.75)
+    items = SeededItems(build_dataset("photos", "train", 32, length=8), noise_of, seed=0)
     image, _, noise = items[(0, 3)]
     again_image, _, again_noise = items[(0, 3)]
     next_epoch_image, _, next_epoch_noise = items[(1, 3)]

@@ -40,7 +40,7 @@ def test_fine_tuning_trains_the_encoder_too():
     before = classifier.blocks[0].attn.qkv.weight.clone()
     result = fine_tune(classifier, train, val, epochs=2, warmup_epochs=1, batch_size=32, progress=False)
     assert not torch.equal(before, classifier.blocks[0].attn.qkv.weight)
-    assert 0 <= result["top1"] <= 1 and result["train_loss"] > 0
+    assert result["train_loss"] < 2.3  # the loss of a uniform guess over ten classes is log(10)
 
 
 @pytest.mark.parametrize("mode", ["linprobe", "finetune"])
@@ -53,7 +53,7 @@ def test_each_mode_runs_from_a_train_checkpoint_and_from_random_init(tmp_path, m
     random = main(
         [*common, "--random_init", "--model", "vit_mini_patch4_32px", "--output_dir", str(tmp_path / "b")]
     )
-    assert pretrained["model"] == random["model"] == "vit_mini_patch4_32px"
+    assert pretrained["encoder"] == random["encoder"] == dict(img_size=32, patch_size=4, embed_dim=192, depth=6)
     assert json.loads((tmp_path / "a" / f"{mode}.json").read_text())["top1"] == pretrained["top1"]
     assert random["init"] == "random" and pretrained["pool"] == ("cls" if mode == "linprobe" else "mean")
 

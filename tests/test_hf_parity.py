@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import tiny_mae
 from transformers import ViTMAEForPreTraining
 
 from mae_minimal import (
@@ -56,13 +55,13 @@ def test_base_model_matches_transformers_on_224_pixel_images(norm_pix_loss):
     compare(ours, torch.randn(2, 3, 224, 224))
 
 
-def test_parity_holds_at_other_mask_ratios():
+def test_parity_holds_at_other_mask_ratios(tiny_mae):
     ours = randomised(tiny_mae())
     for ratio in (0.25, 0.5, 0.9):
         compare(ours, torch.randn(3, 3, 32, 32), mask_ratio=ratio)
 
 
-def test_a_transformers_model_converts_to_an_equal_model_of_ours():
+def test_a_transformers_model_converts_to_an_equal_model_of_ours(tiny_mae):
     theirs = ViTMAEForPreTraining(hf_config(tiny_mae(), mask_ratio=0.5)).eval()
     ours = from_hf(theirs)
     imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
@@ -73,7 +72,7 @@ def test_a_transformers_model_converts_to_an_equal_model_of_ours():
     torch.testing.assert_close(loss, out.loss, **TOLERANCE)
 
 
-def test_conversion_round_trips_exactly_both_ways():
+def test_conversion_round_trips_exactly_both_ways(tiny_mae):
     ours = randomised(tiny_mae())
     back = from_hf_state_dict(to_hf_state_dict(ours.state_dict()))
     assert back.keys() == ours.state_dict().keys()
@@ -84,7 +83,7 @@ def test_conversion_round_trips_exactly_both_ways():
     assert all(torch.equal(again[k], v) for k, v in hf_state.items())
 
 
-def test_weights_without_a_transformers_counterpart_are_named_in_the_error():
+def test_weights_without_a_transformers_counterpart_are_named_in_the_error(tiny_mae):
     with pytest.raises(KeyError, match="encoder_mask_token"):
         to_hf_state_dict(tiny_mae(encoder_sees_mask_tokens=True).state_dict())
     with pytest.raises(ValueError, match="square images only"):

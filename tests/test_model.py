@@ -3,7 +3,6 @@ from functools import partial
 import pytest
 import timm.models.vision_transformer as timm_vit
 import torch
-from conftest import tiny_mae
 from torch import nn
 
 from mae_minimal import mae_vit_base_patch16, mae_vit_mini_patch4_32px, mae_vit_mini_patch8_64px
@@ -61,7 +60,7 @@ def test_block_equals_timms_vit_block_the_official_code_builds_on():
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
 
 
-def test_forward_returns_loss_predictions_and_mask_of_the_documented_shapes():
+def test_forward_returns_loss_predictions_and_mask_of_the_documented_shapes(tiny_mae):
     loss, pred, mask = tiny_mae()(torch.randn(3, 3, 32, 32), mask_ratio=0.75)
     assert loss.shape == () and torch.isfinite(loss)
     assert pred.shape == (3, 16, 8 * 8 * 3)
@@ -74,7 +73,7 @@ def test_small_presets_run_on_their_image_size(factory, size):
     assert pred.shape == (2, 64, 48 if size == 32 else 192) and torch.isfinite(loss)
 
 
-def test_non_square_images_are_supported():
+def test_non_square_images_are_supported(tiny_mae):
     model = tiny_mae(img_size=(16, 48))
     imgs = torch.randn(2, 3, 16, 48)
     loss, pred, mask = model(imgs, 0.5)
@@ -82,14 +81,14 @@ def test_non_square_images_are_supported():
     assert model.unpatchify(model.patchify(imgs)).equal(imgs)
 
 
-def test_the_same_noise_makes_the_forward_pass_deterministic():
+def test_the_same_noise_makes_the_forward_pass_deterministic(tiny_mae):
     model, imgs, noise = tiny_mae(), torch.randn(2, 3, 32, 32), torch.rand(2, 16)
     first, second = model(imgs, 0.75, noise), model(imgs, 0.75, noise)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 
 
-def test_loss_ignores_predictions_at_visible_patches():
+def test_loss_ignores_predictions_at_visible_patches(tiny_mae):
     model, imgs = tiny_mae(), torch.randn(2, 3, 32, 32)
     loss, pred, mask = model(imgs, 0.75)
     visible = (mask == 0).unsqueeze(-1)
@@ -99,7 +98,7 @@ def test_loss_ignores_predictions_at_visible_patches():
     assert model.forward_loss(imgs, changed_at_masked, mask) > loss
 
 
-def test_loss_is_the_mean_squared_error_over_masked_patches():
+def test_loss_is_the_mean_squared_error_over_masked_patches(tiny_mae):
     model, imgs = tiny_mae(), torch.randn(1, 3, 32, 32)
     target = model.patchify(imgs)
     pred = target.clone()
@@ -109,7 +108,7 @@ def test_loss_is_the_mean_squared_error_over_masked_patches():
     assert model.forward_loss(imgs, pred, mask).item() == pytest.approx(2.0)
 
 
-def test_norm_pix_loss_targets_each_patch_normalised_by_its_own_statistics():
+def test_norm_pix_loss_targets_each_patch_normalised_by_its_own_statistics(tiny_mae):
     model, imgs = tiny_mae(norm_pix_loss=True), torch.randn(1, 3, 32, 32) * 5 + 3
     patches = model.patchify(imgs)
     normalised = (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6) ** 0.5
@@ -118,12 +117,12 @@ def test_norm_pix_loss_targets_each_patch_normalised_by_its_own_statistics():
     assert model.forward_loss(imgs, patches, mask) > 1.0
 
 
-def test_zero_mask_ratio_gives_a_zero_loss_not_nan():
+def test_zero_mask_ratio_gives_a_zero_loss_not_nan(tiny_mae):
     loss, pred, mask = tiny_mae()(torch.randn(2, 3, 32, 32), mask_ratio=0.0)
     assert mask.sum() == 0 and loss.item() == 0.0
 
 
-def test_zero_mask_ratio_still_puts_predictions_in_image_order():
+def test_zero_mask_ratio_still_puts_predictions_in_image_order(tiny_mae):
     model, imgs = tiny_mae(), torch.randn(2, 3, 32, 32)
     _, reference, _ = model(imgs, 0.0, noise=torch.arange(16.0).expand(2, -1))  # identity shuffle
     _, shuffled, _ = model(imgs, 0.0, noise=torch.rand(2, 16))
@@ -131,19 +130,19 @@ def test_zero_mask_ratio_still_puts_predictions_in_image_order():
 
 
 @pytest.mark.parametrize("ratio, message", [(1.0, r"must be in \[0, 1\)"), (0.99, "keeps none")])
-def test_bad_mask_ratios_get_clear_errors(ratio, message):
+def test_bad_mask_ratios_get_clear_errors(tiny_mae, ratio, message):
     with pytest.raises(ValueError, match=message):
         tiny_mae()(torch.randn(1, 3, 32, 32), ratio)
 
 
-def test_images_of_another_size_get_a_clear_error():
+def test_images_of_another_size_get_a_clear_error(tiny_mae):
     with pytest.raises(ValueError, match="built for 32x32"):
         tiny_mae()(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="not divisible by the patch size 8"):
         tiny_mae(img_size=30)
 
 
-def test_every_trainable_parameter_gets_a_gradient_in_every_variant():
+def test_every_trainable_parameter_gets_a_gradient_in_every_variant(tiny_mae):
     # DDP without find_unused_parameters needs this
     for model in (
         tiny_mae(),
@@ -157,7 +156,7 @@ def test_every_trainable_parameter_gets_a_gradient_in_every_variant():
         assert not model.pos_embed.requires_grad and not model.decoder_pos_embed.requires_grad
 
 
-def test_encoder_with_mask_tokens_processes_every_position():
+def test_encoder_with_mask_tokens_processes_every_position(tiny_mae):
     model = tiny_mae(encoder_sees_mask_tokens=True)
     latent, mask, ids_restore = model.forward_encoder(torch.randn(2, 3, 32, 32), 0.75)
     assert latent.shape == (2, 1 + 16, 32) and mask.sum() == 24
@@ -165,7 +164,7 @@ def test_encoder_with_mask_tokens_processes_every_position():
     assert model.forward_decoder(latent, ids_restore).shape == (2, 16, 192)
 
 
-def test_encoder_with_mask_tokens_sees_nothing_of_the_masked_pixels():
+def test_encoder_with_mask_tokens_sees_nothing_of_the_masked_pixels(tiny_mae):
     model, imgs, noise = tiny_mae(encoder_sees_mask_tokens=True), torch.randn(1, 3, 32, 32), torch.rand(1, 16)
     _, pred, mask = model(imgs, 0.75, noise)
     removed_pixels = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, 192)).bool()
@@ -173,7 +172,7 @@ def test_encoder_with_mask_tokens_sees_nothing_of_the_masked_pixels():
     assert torch.equal(pred, pred_after_change)
 
 
-def test_decoder_positional_embedding_switch_changes_only_where_it_is_added():
+def test_decoder_positional_embedding_switch_changes_only_where_it_is_added(tiny_mae):
     imgs, noise = torch.randn(1, 3, 32, 32), torch.rand(1, 16)
     for where, changes_visible, changes_masked in [
         ("all", True, True),
@@ -182,23 +181,23 @@ def test_decoder_positional_embedding_switch_changes_only_where_it_is_added():
     ]:
         model = tiny_mae(decoder_pos_embed_to=where)
         latent, mask, ids_restore = model.forward_encoder(imgs, 0.75, noise)
-        base = model.forward_decoder(latent, ids_restore)
+        base = model.forward_decoder(latent, ids_restore, mask)
         for removed, expect_change in ((0, changes_visible), (1, changes_masked)):
             with torch.no_grad():
                 model.decoder_pos_embed[0, 1:][mask[0] == removed] += 1.0
-            changed = model.forward_decoder(latent, ids_restore)
+            changed = model.forward_decoder(latent, ids_restore, mask)
             assert (not torch.equal(changed, base)) == expect_change, (where, removed)
             base = changed
 
 
-def test_unknown_switch_values_are_rejected():
+def test_unknown_switch_values_are_rejected(tiny_mae):
     with pytest.raises(ValueError, match="decoder_pos_embed_to must be one of"):
         tiny_mae(decoder_pos_embed_to="visible")
     with pytest.raises(ValueError, match="does not have"):
         tiny_mae(encoder_sees_mask_tokens=True, decoder_pos_embed_to="mask")
 
 
-def test_a_width_not_divisible_by_the_heads_is_rejected():
+def test_a_width_not_divisible_by_the_heads_is_rejected(tiny_mae):
     with pytest.raises(ValueError, match="not divisible by the number of heads"):
         tiny_mae(embed_dim=30, num_heads=4)
 

@@ -1,5 +1,4 @@
 import pytest
-from conftest import tiny_mae
 
 from mae_minimal import ViTClassifier
 from mae_minimal.optim import lr_at, param_groups
@@ -13,7 +12,7 @@ def test_lr_warms_up_linearly_then_follows_a_half_cosine_to_min_lr():
     assert lr_at(100, 100, 10, lr=1.0, min_lr=0.1) == pytest.approx(0.1)
 
 
-def test_no_weight_decay_on_norms_biases_and_tokens():
+def test_no_weight_decay_on_norms_biases_and_tokens(tiny_mae):
     model = tiny_mae()
     groups = param_groups(model, weight_decay=0.05)
     names = {id(p): n for n, p in model.named_parameters()}

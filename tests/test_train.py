@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data import write_image_folder
 
 from mae_minimal import MaskedAutoencoderViT
 from mae_minimal.train import main
@@ -59,9 +58,8 @@ def test_a_short_run_leaves_checkpoint_log_tensorboard_and_reconstructions(tmp_p
     assert [r["step"] for r in records] == [1, 2, 3]
     assert set(records[0]) == {"step", "epoch", "loss", "lr", "images_per_s"}
     checkpoint = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
-    assert checkpoint["step"] == 3 and {"model", "optimizer", "scaler", "epoch", "config", "rng"} <= set(
-        checkpoint
-    )
+    assert checkpoint["step"] == 3
+    assert {"model", "model_config", "optimizer", "scaler", "epoch", "pretrain_config", "args", "rng"} <= set(checkpoint)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000
 
@@ -76,10 +74,12 @@ def test_runs_as_a_script_and_as_a_module(tmp_path):
     assert "--mask_ratio" in help_text.stdout and "--resume" in help_text.stdout
 
 
-def test_resuming_mid_epoch_continues_exactly(tmp_path):
-    run_main("--max_steps", 10, "--output_dir", tmp_path / "straight")
-    run_main("--max_steps", 5, "--output_dir", tmp_path / "stopped")  # step 5 is inside the first epoch of 6
-    run_main("--max_steps", 10, "--output_dir", tmp_path / "stopped", "--resume", "auto")
+@pytest.mark.parametrize("masking", ["random", "block", "grid"])
+def test_resuming_mid_epoch_continues_exactly_with_every_masking(tmp_path, masking):
+    run_main("--masking", masking, "--max_steps", 10, "--output_dir", tmp_path / "straight")
+    # step 5 is inside the first epoch of 6
+    run_main("--masking", masking, "--max_steps", 5, "--output_dir", tmp_path / "stopped")
+    run_main("--masking", masking, "--max_steps", 10, "--output_dir", tmp_path / "stopped", "--resume", "auto")
     straight, resumed = logged(tmp_path / "straight"), logged(tmp_path / "stopped")
     assert [r["step"] for r in resumed] == list(range(1, 11))
     assert [r["loss"] for r in resumed[5:]] == [r["loss"] for r in straight[5:]]
@@ -127,7 +127,7 @@ def test_kill_9_mid_run_loses_at_most_the_unsaved_steps(tmp_path):
     process.wait()
     saved_step = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["step"]
     assert saved_step >= 3
-    run_main("--max_steps", saved_step + 2, "--output_dir", tmp_path, "--resume", "auto")
+    run_main("--epochs", 1000, "--max_steps", saved_step + 2, "--output_dir", tmp_path, "--resume", "auto")
     assert [r["step"] for r in logged(tmp_path)] == list(range(1, saved_step + 3))
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -154,7 +154,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert torch.load(tmp_path / "checkpoint.pth", weights_only=True)["step"] == 6
 
 
-def bad_input_cases(tmp_path):
+def bad_input_cases(write_image_folder, tmp_path):
     broken = tmp_path / "broken"
     (broken / "cat").mkdir(parents=True)
     (broken / "cat" / "0.png").write_bytes(b"\x89PNG but not really")
@@ -162,6 +162,10 @@ def bad_input_cases(tmp_path):
     (tmp_path / "empty").mkdir()
     other_model = tmp_path / "other_model"
     main([*FAST, "--model", "mae_vit_mini_patch8_64px", "--max_steps", "1", "--output_dir", str(other_model)])
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes((other_model / "checkpoint.pth").read_bytes()[:5000])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
     return {
         "missing data path": (
             ["--dataset", "imagefolder", "--data_path", tmp_path / "nowhere"],
@@ -179,24 +183,39 @@ def bad_input_cases(tmp_path):
         "input size": (["--input_size", 30], "not divisible by the patch size 4"),
         "mask ratio": (["--mask_ratio", 1.0], r"mask_ratio must be in \[0, 1\)"),
         "missing checkpoint": (["--resume", tmp_path / "nothing.pth"], "no checkpoint to resume at"),
-        "checkpoint of another model": (["--resume", other_model / "checkpoint.pth"], "another architecture"),
+        "checkpoint of another model": (
+            ["--resume", other_model / "checkpoint.pth"],
+            "made with other settings .--model mae_vit_mini_patch8_64px -> mae_vit_mini_patch4_32px.",
+        ),
+        "resume with another schedule": (
+            ["--epochs", 5, "--resume", other_model / "checkpoint.pth", "--model", "mae_vit_mini_patch8_64px"],
+            r"other settings \(--epochs 3 -> 5\)",
+        ),
+        "truncated checkpoint": (["--resume", truncated], "is not a readable checkpoint"),
+        "nothing removed": (["--mask_ratio", 0], "removes no patch"),
+        "grid at a ratio it cannot make": (["--masking", "grid", "--mask_ratio", 0.5], "grid masking keeps one"),
+        "negative lr": (["--blr", -1], "--blr must be a positive number"),
+        "nan lr": (["--lr", "nan"], "--lr must be a positive number"),
+        "negative workers": (["--num_workers", -1], "--num_workers must be at least 0"),
+        "no log interval": (["--log_every", 0], "--log_every must be at least 1"),
+        "output folder is a file": (["--output_dir", a_file], "is a file, not a folder"),
     }
 
 
-def test_each_bad_input_ends_with_one_clear_line_and_writes_nothing(tmp_path, capsys):
-    for name, (args, message) in bad_input_cases(tmp_path).items():
+def test_each_bad_input_ends_with_one_clear_line_and_writes_nothing(write_image_folder, tmp_path, capsys):
+    for name, (args, message) in bad_input_cases(write_image_folder, tmp_path).items():
         capsys.readouterr()
         output_dir = tmp_path / f"output {name}"
         with pytest.raises(SystemExit) as exit_info:
-            run_main(*args, "--output_dir", output_dir)
+            run_main("--output_dir", output_dir, *args)
         error = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2, name
         assert len(error.splitlines()) == 1 and error.startswith("error: "), (name, error)
         assert re.search(message, error), (name, error)
-        assert not output_dir.exists(), name
+        assert not output_dir.exists() and (tmp_path / "a_file").read_text() == "not a folder", name
 
 
-def test_fewer_images_than_ranks_is_refused_under_torchrun(tmp_path):
+def test_fewer_images_than_ranks_is_refused_under_torchrun(write_image_folder, tmp_path):
     write_image_folder(tmp_path / "one", classes=("cat",), per_class=1)
     result = launch("--dataset", "imagefolder", "--data_path", tmp_path / "one", "--batch_size", 1,
                     "--output_dir", tmp_path / "out", torchrun=True)  # fmt: skip
