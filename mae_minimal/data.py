@@ -1,5 +1,9 @@
 """Datasets for pretraining and probing, with their transforms and held-out splits.
 
+The book's main dataset:
+  fashion_mnist  70,000 28x28 grey images of garments, 10 classes (train 60k, test 10k as "val"):
+                 offline from Debian's dataset-fashion-mnist package, else downloaded by
+                 torchvision to --data_path. One channel, normalised with its own mean and std.
 Offline, with nothing to download (they ship inside scikit-image and scikit-learn):
   photos   random crops of real photographs; the held-out split is two photos never trained on
   digits   scikit-learn's 1,797 handwritten digits (8x8, upscaled), 10 classes
@@ -9,10 +13,11 @@ With a download or a folder of your own:
   imagefolder         any folder of class subfolders (ImageNet, Imagenette...): `train/` and
                       `val/` when present, else a fixed 10% of the images is held out
 
-Every dataset yields (image, label), the image a (3, H, W) tensor normalised with the ImageNet
-mean and std.
+Every dataset yields (image, label), the image a (C, H, W) tensor normalised with the mean and
+std that `normalization(name)` gives: the ImageNet ones for every colour dataset.
 """
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +29,10 @@ from torchvision import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DATASETS = ("photos", "digits", "shapes", "cifar10", "cifar100", "imagefolder")
+FASHION_MNIST_MEAN = (0.2860,)  # over the 60,000 training images, pixels in [0, 1]
+FASHION_MNIST_STD = (0.3530,)
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DATASETS = ("fashion_mnist", "photos", "digits", "shapes", "cifar10", "cifar100", "imagefolder")
 TRAIN_PHOTOS = (
     "astronaut", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
     "stereo_motorcycle", "china.jpg", "camera", "coins", "moon", "grass", "gravel", "brick",
@@ -57,11 +65,73 @@ def eval_transform(input_size):
     ])  # fmt: skip
 
 
-def denormalize(imgs):
-    """ImageNet-normalised (N, 3, H, W) -> pixel values in [0, 1], for showing."""
-    mean = torch.tensor(IMAGENET_MEAN, device=imgs.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=imgs.device).view(1, 3, 1, 1)
+def normalization(dataset):
+    """(mean, std) per channel that a dataset (a name or one built by build_dataset) is normalised with."""
+    if dataset == "fashion_mnist" or isinstance(dataset, FashionMNIST):
+        return FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def denormalize(imgs, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Normalised (N, C, H, W) -> pixel values in [0, 1], for showing (ImageNet's mean and std
+    unless told otherwise)."""
+    mean = torch.tensor(mean, device=imgs.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=imgs.device).view(1, -1, 1, 1)
     return (imgs * std + mean).clamp(0, 1)
+
+
+def read_idx(path):
+    """An IDX file (gzipped, as Fashion-MNIST ships) -> a uint8 array of the shape it declares."""
+    with gzip.open(path) as file:
+        data = file.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def fashion_mnist_arrays(data_path, train):
+    """(images (N, 28, 28) uint8, labels (N,)): from Debian's package or data_path when there, else
+    downloaded to data_path by torchvision."""
+    prefix = "train" if train else "t10k"
+    for folder in [Path(data_path)] if data_path else [DEBIAN_FASHION_MNIST]:
+        images, labels = folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz"
+        if images.is_file() and labels.is_file():
+            return read_idx(images), read_idx(labels)
+    root = data_path or "data"
+    try:
+        dataset = tv_datasets.FashionMNIST(root, train=train, download=True)
+    except Exception as error:  # no network, a full disk...
+        raise DataError(
+            f"Fashion-MNIST is not in {data_path or DEBIAN_FASHION_MNIST} and could not be downloaded to {root} "
+            f"({type(error).__name__}); install Debian's dataset-fashion-mnist package, or download it "
+            f"where there is a network and pass its folder as --data_path"
+        ) from None
+    return dataset.data.numpy(), dataset.targets.numpy()
+
+
+class FashionMNIST(Dataset):
+    """Fashion-MNIST as normalised (1, 28, 28) tensors and labels, decoded once into memory; with
+    augment, each image is flipped left-right with probability 1/2 (torch's random generator)."""
+
+    CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat",
+               "sandal", "shirt", "sneaker", "bag", "ankle boot")  # fmt: skip
+
+    def __init__(self, data_path, train, augment, length=None):
+        images, labels = fashion_mnist_arrays(data_path, train)
+        images, labels = images[:length], labels[:length]  # the files come shuffled
+        pixels = torch.from_numpy(images.copy()).float().div_(255).unsqueeze(1)  # (N, 1, 28, 28)
+        self.images = (pixels - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.augment = augment
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        image = self.images[index]
+        if self.augment and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image, int(self.labels[index])
 
 
 def load_photo(name):
@@ -232,8 +302,9 @@ def build_dataset(name, split, input_size, data_path=None, augment=None, length=
     """The `split` ("train" or "val") of dataset `name`, as (image, label) pairs.
 
     augment: use the random pretraining augmentation; by default on for "train", off for "val".
-    length: how many crops make an epoch of "photos" (default 2048 for train, 64 for val), or how
-    many images "shapes" has (default 4000 for train, 500 for val).
+    length: how many crops make an epoch of "photos" (default 2048 for train, 64 for val), how
+    many images "shapes" has (default 4000 for train, 500 for val), or how many of the first
+    Fashion-MNIST images to use (default all).
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -242,6 +313,10 @@ def build_dataset(name, split, input_size, data_path=None, augment=None, length=
     augment = split == "train" if augment is None else augment
     transform = train_transform(input_size) if augment else eval_transform(input_size)
     train = split == "train"
+    if name == "fashion_mnist":
+        if input_size != 28:
+            raise DataError(f"Fashion-MNIST images are 28x28: use a model for 28-pixel images, not {input_size}")
+        return FashionMNIST(data_path, train, augment, length)
     if name == "photos":  # held-out crops are random too, so that each shows another part of a photo
         names, default_length = (TRAIN_PHOTOS, 2048) if train else (HELD_OUT_PHOTOS, 64)
         return PhotoCrops(names, length or default_length, train_transform(input_size), input_size)
@@ -262,6 +337,6 @@ def num_classes(dataset):
         return 1
     if isinstance(dataset, SyntheticShapes):
         return len(dataset.CLASSES)
-    if isinstance(dataset, Digits):
+    if isinstance(dataset, (Digits, FashionMNIST)):
         return 10
     return len(dataset.classes)

@@ -29,6 +29,7 @@ from mae_minimal.checkpoint import encoder_kwargs, load_checkpoint, read_checkpo
 from mae_minimal.classifier import ViTClassifier
 from mae_minimal.data import DATASETS, DataError, build_dataset, num_classes
 from mae_minimal.factories import CLASSIFIERS, LAYER_NORM
+from mae_minimal.masking import masking_noise
 from mae_minimal.optim import lr_at, param_groups
 from mae_minimal.pretrain import train_step
 
@@ -70,6 +71,33 @@ def extract_features(classifier, dataset, batch_size=256, device="cpu"):
     return torch.cat(features), torch.cat(labels)
 
 
+@torch.no_grad()
+def reconstruction_errors(model, dataset, mask_ratio=0.75, masking="random", batch_size=500, seed=0, device="cpu"):
+    """How well an MAE fills in removed patches of the images in `dataset`, against a trivial answer.
+
+    Both are mean squared errors over the removed patches' pixels (in the dataset's normalised
+    units): the model's prediction, and the visible-mean fill (each removed pixel set to the mean of
+    that image's visible pixels). The masks are drawn from `seed`. Returns {"mse",
+    "visible_mean_mse", "ratio"}; a ratio well below 1 means the model uses what it sees.
+    """
+    if model.norm_pix_loss:
+        raise ValueError("reconstruction_errors compares pixels, but a norm_pix_loss model predicts normalised patches")
+    model.eval().to(device)
+    generator = torch.Generator().manual_seed(seed)
+    totals = torch.zeros(3)  # squared error of the model, of the fill, and the number of removed pixels
+    for imgs, _ in DataLoader(dataset, batch_size=batch_size):
+        noise = masking_noise(masking, model.grid_size, mask_ratio, len(imgs), generator)
+        _, pred, mask = model(imgs.to(device), mask_ratio, noise.to(device))
+        target, mask = model.patchify(imgs.to(device)), mask.unsqueeze(-1)  # (N, L, p*p*C), (N, L, 1)
+        visible_mean = (target * (1 - mask)).sum(dim=(1, 2)) / ((1 - mask).sum(dim=(1, 2)) * target.shape[-1])
+        fill = visible_mean.view(-1, 1, 1).expand_as(target)
+        removed_pixels = mask.expand_as(target)
+        totals += torch.stack([((pred.float() - target) ** 2 * removed_pixels).sum(),
+                               ((fill - target) ** 2 * removed_pixels).sum(), removed_pixels.sum()]).cpu()  # fmt: skip
+    mse, fill_mse = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+    return {"mse": mse, "visible_mean_mse": fill_mse, "ratio": mse / fill_mse}
+
+
 def supervised_loss(criterion, model, batch):
     inputs, labels = batch
     return criterion(model(inputs), labels)
@@ -101,25 +129,40 @@ def top1(model, loader, device):
     return correct / total
 
 
-def linear_probe(
-    classifier, train_set, val_set, epochs=90, blr=0.1, lr=None, batch_size=256, warmup_epochs=10, device="cpu",
-    seed=0, progress=True,
-):  # fmt: skip
-    """Train BatchNorm + linear on the frozen encoder's features with SGD, lr = blr * batch_size / 256
-    unless lr is given. Returns {"top1", "train_loss"}."""
+def probe_features(train, val, classes, epochs=90, blr=0.1, lr=None, batch_size=256, warmup_epochs=10,
+                   device="cpu", seed=0, progress=True):  # fmt: skip
+    """Train BatchNorm (no affine) + linear on fixed features with SGD, lr = blr * batch_size / 256
+    unless lr is given. train, val: (features (N, D), labels (N,)). Returns {"top1", "train_loss"}."""
     torch.manual_seed(seed)
-    train_features, train_labels = extract_features(classifier, train_set, device=device)
-    val_features, val_labels = extract_features(classifier, val_set, device=device)
-    width, classes = train_features.shape[1], classifier.head.out_features
+    width = train[0].shape[1]
     head = nn.Sequential(nn.BatchNorm1d(width, affine=False, eps=1e-6), nn.Linear(width, classes)).to(device)
     nn.init.trunc_normal_(head[1].weight, std=0.01)
     nn.init.zeros_(head[1].bias)
-    loader = DataLoader(TensorDataset(train_features, train_labels), batch_size=batch_size, shuffle=True)
+    loader = DataLoader(TensorDataset(*train), batch_size=batch_size, shuffle=True)
     lr = lr if lr is not None else blr * batch_size / 256
     optimizer = torch.optim.SGD([{"params": head.parameters(), "lr_scale": 1.0}], lr=lr, momentum=0.9)
     train_loss = fit(head, optimizer, loader, epochs, lr, warmup_epochs, F.cross_entropy, device, progress)
-    accuracy = top1(head, DataLoader(TensorDataset(val_features, val_labels), batch_size=1024), device)
-    return {"top1": accuracy, "train_loss": train_loss}
+    return {"top1": top1(head, DataLoader(TensorDataset(*val), batch_size=1024), device), "train_loss": train_loss}
+
+
+def linear_probe(classifier, train_set, val_set, device="cpu", **options):
+    """A linear probe (probe_features) on the frozen encoder's features. Returns {"top1", "train_loss"}."""
+    train = extract_features(classifier, train_set, device=device)
+    val = extract_features(classifier, val_set, device=device)
+    return probe_features(train, val, classifier.head.out_features, device=device, **options)
+
+
+def pixels(dataset):
+    """The raw pixels of every image, the baseline a useful encoder must beat: ((N, C*H*W), (N,))."""
+    imgs, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(imgs).flatten(1), torch.tensor(labels)
+
+
+def mean_and_sem(values):
+    """The mean of a list of numbers and its standard error (0 for a single value)."""
+    values = torch.tensor(values, dtype=torch.float64)
+    sem = values.std() / len(values) ** 0.5 if len(values) > 1 else torch.tensor(0.0)
+    return values.mean().item(), sem.item()
 
 
 def fine_tune(

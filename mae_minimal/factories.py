@@ -18,8 +18,11 @@ HUGE = dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16)
 # ViT-Tiny's width at half its depth, for 32x32 images (CIFAR) and 64x64 crops: 64 patches each.
 MINI_32PX = dict(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3)
 MINI_64PX = dict(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3)
+# The book's model: 28x28 grey images (Fashion-MNIST) in 49 patches of 4x4, small enough for a CPU.
+NANO_28PX = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=4, num_heads=4)
 PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
 MINI_DECODER = dict(decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4)
+NANO_DECODER = dict(decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4)
 LAYER_NORM = partial(nn.LayerNorm, eps=1e-6)
 
 MAE_MODELS = {
@@ -28,6 +31,7 @@ MAE_MODELS = {
     "mae_vit_huge_patch14": {**HUGE, **PAPER_DECODER},
     "mae_vit_mini_patch4_32px": {**MINI_32PX, **MINI_DECODER},
     "mae_vit_mini_patch8_64px": {**MINI_64PX, **MINI_DECODER},
+    "mae_vit_nano_patch4_28px": {**NANO_28PX, **NANO_DECODER},
 }
 CLASSIFIERS = {
     "vit_base_patch16": BASE,
@@ -35,6 +39,7 @@ CLASSIFIERS = {
     "vit_huge_patch14": HUGE,
     "vit_mini_patch4_32px": MINI_32PX,
     "vit_mini_patch8_64px": MINI_64PX,
+    "vit_nano_patch4_28px": NANO_28PX,
 }
 
 
@@ -57,3 +62,5 @@ vit_large_patch16 = partial(create_model, "vit_large_patch16")
 vit_huge_patch14 = partial(create_model, "vit_huge_patch14")
 vit_mini_patch4_32px = partial(create_model, "vit_mini_patch4_32px")
 vit_mini_patch8_64px = partial(create_model, "vit_mini_patch8_64px")
+mae_vit_nano_patch4_28px = partial(create_model, "mae_vit_nano_patch4_28px")
+vit_nano_patch4_28px = partial(create_model, "vit_nano_patch4_28px")

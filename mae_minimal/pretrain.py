@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from mae_minimal import distributed
 from mae_minimal.checkpoint import model_config
+from mae_minimal.data import normalization
 from mae_minimal.masking import MASKINGS, masking_noise, num_kept
 from mae_minimal.optim import lr_at, param_groups, set_lr
 from mae_minimal.sampler import ResumableDistributedSampler, SeededItems
@@ -170,12 +171,13 @@ def make_loader(dataset, model, config, context):
     return sampler, loader
 
 
-def training_state(model, optimizer, scaler, step, steps_per_epoch, config, device):
-    """A checkpoint: the weights, how to rebuild the model, and everything else needed to resume."""
+def training_state(model, optimizer, scaler, step, steps_per_epoch, config, device, normalization):
+    """A checkpoint: the weights, how to rebuild the model and normalise its inputs ((mean, std)),
+    and everything else needed to resume."""
     rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
     return dict(model=model.state_dict(), model_config=model_config(model), optimizer=optimizer.state_dict(),
                 scaler=scaler.state_dict() if scaler.is_enabled() else None, epoch=step // steps_per_epoch,
-                step=step, pretrain_config=asdict(config), rng=rng)  # fmt: skip
+                step=step, pretrain_config=asdict(config), rng=rng, normalization=normalization)  # fmt: skip
 
 
 def restore(state, model, optimizer, scaler, device):
@@ -244,7 +246,8 @@ def pretrain(model, dataset, config, context=None, hooks=None, resume=None):
 
     def save():
         finite_mean(sum(losses, torch.zeros((), device=device)), step, context)
-        hooks.save(training_state(model, optimizer, scaler, step, schedule.steps_per_epoch, config, device))
+        hooks.save(training_state(model, optimizer, scaler, step, schedule.steps_per_epoch, config, device,
+                                  normalization(dataset)))  # fmt: skip
 
     while step < schedule.last_step:
         epoch, step_in_epoch = divmod(step, schedule.steps_per_epoch)

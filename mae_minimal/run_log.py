@@ -43,7 +43,7 @@ class RunLog:
         for key, value in record.items():
             if key != "step":
                 self.writer.add_scalar(f"train/{key}", value, record["step"])
-        self.progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "lr")})
+        self.progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "lr")} or None)
 
     def close(self):
         self.progress.close()

@@ -26,7 +26,8 @@ import torch
 
 from mae_minimal import distributed
 from mae_minimal.checkpoint import read_checkpoint, save_checkpoint
-from mae_minimal.data import DATASETS, DataError, build_dataset
+from mae_minimal.data import DATASETS, DataError, build_dataset, normalization
+from mae_minimal.evaluate import reconstruction_errors
 from mae_minimal.factories import MAE_MODELS, create_model
 from mae_minimal.masking import MASKINGS
 from mae_minimal.pretrain import PRECISIONS, Hooks, PretrainConfig, Schedule, check_config, pretrain
@@ -142,16 +143,16 @@ def prepare(args, context):
     held_out = build_dataset(args.dataset, "val", input_size, args.data_path, augment=False)
     if len(held_out) == 0:
         raise DataError(f"the held-out split of {args.dataset} is empty: add images (or a val/ folder)")
-    shown = torch.stack([seeded_item(held_out, i, seed=i)[0] for i in range(min(NUM_SHOWN, len(held_out)))])
-    return model, dataset, config, shown, resume
+    return model, dataset, config, held_out, resume
 
 
 class RunFiles(Hooks):
     """The output folder of a run (rank 0 only): checkpoint, log.jsonl, TensorBoard, reconstructions;
     and stop requests from SIGTERM or SIGINT, honoured at the next step boundary."""
 
-    def __init__(self, args, context, shown, first_step, last_step):
-        self.args, self.context, self.shown = args, context, shown
+    def __init__(self, args, context, held_out, first_step, last_step):
+        self.args, self.context, self.held_out = args, context, held_out
+        self.shown = torch.stack([seeded_item(held_out, i, seed=i)[0] for i in range(min(NUM_SHOWN, len(held_out)))])
         self.output_dir = Path(args.output_dir)
         self.signal_name = None
         self.run_log = RunLog(self.output_dir, first_step, last_step, enabled=context.is_main,
@@ -174,14 +175,28 @@ class RunFiles(Hooks):
         if self.context.is_main:
             device = next(model.parameters()).device
             noise = torch.rand(len(self.shown), model.patch_embed.num_patches, generator=torch.Generator().manual_seed(0))
-            rows = reconstruction_rows(model, self.shown.to(device), self.args.mask_ratio, noise.to(device))
+            rows = reconstruction_rows(model, self.shown.to(device), self.args.mask_ratio, noise.to(device),
+                                       normalization(self.args.dataset))  # fmt: skip
             save_reconstruction_grid(rows, self.output_dir / "reconstructions.png")
 
     def stop_requested(self):
         return self.signal_name is not None
 
 
-def train(args, context, model, dataset, config, shown, resume):
+    def held_out_errors(self, model, step):
+        """At the end of a run: the masked-patch MSE on the held-out images against the visible-mean
+        fill (evaluate.reconstruction_errors), printed and logged. Not for norm_pix_loss models."""
+        if not self.context.is_main or model.norm_pix_loss:
+            return
+        errors = reconstruction_errors(model, self.held_out, self.args.mask_ratio, self.args.masking,
+                                       device=next(model.parameters()).device)  # fmt: skip
+        self.run_log.write({"step": step, "held_out_mse": errors["mse"],
+                            "visible_mean_mse": errors["visible_mean_mse"], "mse_ratio": errors["ratio"]})  # fmt: skip
+        print(f"held-out masked-patch MSE {errors['mse']:.4f}, visible-mean fill {errors['visible_mean_mse']:.4f} "
+              f"(ratio {errors['ratio']:.3f}) on {len(self.held_out)} images")  # fmt: skip
+
+
+def train(args, context, model, dataset, config, held_out, resume):
     """Run pretrain() with the output folder and signal handling. True when it ran to the end."""
     if context.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -194,10 +209,12 @@ def train(args, context, model, dataset, config, shown, resume):
         print(f"pretraining {args.model} on {args.dataset} ({len(dataset)} images) on {context.world_size} x "
               f"{context.device.type}: {schedule.steps_per_epoch} steps an epoch, steps {first_step + 1}.."
               f"{schedule.last_step}, lr {schedule.lr:.2e}")  # fmt: skip
-    files = RunFiles(args, context, shown, first_step, schedule.last_step)
+    files = RunFiles(args, context, held_out, first_step, schedule.last_step)
     previous = {sig: signal.signal(sig, files.handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = pretrain(model, dataset, config, context, files, resume)
+        if not result.stopped:
+            files.held_out_errors(model, result.step)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,0 +1,92 @@
+"""Make a reference run: train it from its command, then keep what the book and the tests read.
+
+    python runs/make.py fashion_mnist           # about 25 minutes on 2 CPU cores
+    python runs/make.py --list
+
+A run is its command (RUNS below, the flags of mae_minimal/train.py). It leaves in runs/NAME/:
+  weights.pth        the model in fp16 with its configuration (mae_minimal.load_model reads it)
+  log.jsonl          train.py's log
+  metrics.json       masked-patch MSE on the held-out split against the visible-mean fill
+  reconstructions.png  train.py's picture of held-out images at the end
+  manifest.json      the exact command, commit, torch version, machine, threads and wall time
+tests/test_runs.py re-runs the first steps of every committed run and compares them with its log.
+"""
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mae_minimal import load_model
+from mae_minimal.checkpoint import read_checkpoint
+from mae_minimal.data import build_dataset
+from mae_minimal.evaluate import reconstruction_errors
+from mae_minimal.train import main as train_main
+
+RUNS_DIR = Path(__file__).resolve().parent
+THREADS = 1  # one thread: the run shares the machine's two cores well with other work
+RUNS = {
+    # The book's reference MAE: Fashion-MNIST, 75% random masking, pixel loss.
+    "fashion_mnist": ["--model", "mae_vit_nano_patch4_28px", "--dataset", "fashion_mnist", "--mask_ratio", "0.75",
+                      "--masking", "random", "--batch_size", "128", "--epochs", "10", "--warmup_epochs", "0.5",
+                      "--blr", "3e-3", "--weight_decay", "0.05", "--seed", "0", "--num_workers", "0",
+                      "--log_every", "10"],  # fmt: skip
+}
+
+
+def commit():
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=RUNS_DIR, capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def keep_results(name, output_dir, seconds):
+    """Write runs/NAME/ from a finished train.py output folder."""
+    run_dir = RUNS_DIR / name
+    run_dir.mkdir(exist_ok=True)
+    checkpoint = read_checkpoint(Path(output_dir) / "checkpoint.pth")
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["model"].items()}
+    torch.save({"model": weights, "model_config": checkpoint["model_config"],
+                "normalization": checkpoint["normalization"]}, run_dir / "weights.pth")  # fmt: skip
+    for file in ("log.jsonl", "reconstructions.png"):
+        shutil.copy(Path(output_dir) / file, run_dir / file)
+    args = checkpoint["args"]
+    model = load_model(run_dir / "weights.pth")
+    held_out = build_dataset(args["dataset"], "val", model.patch_embed.img_size[0], args["data_path"], augment=False)
+    errors = reconstruction_errors(model, held_out, args["mask_ratio"], args["masking"])
+    losses = [r["loss"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    metrics = {"held_out_images": len(held_out), **errors, "final_train_loss": losses[-1]}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    manifest = {"command": ["python", "mae_minimal/train.py", *RUNS[name]], "commit": commit(),
+                "torch": torch.__version__, "python": platform.python_version(), "machine": platform.processor()
+                or platform.machine(), "cpu_count": __import__("os").cpu_count(), "threads": THREADS,
+                "wall_time_s": round(seconds), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return metrics
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Make a reference run under runs/.")
+    parser.add_argument("name", nargs="?", choices=list(RUNS))
+    parser.add_argument("--list", action="store_true", help="print the runs and their commands")
+    args = parser.parse_args(argv)
+    if args.list or args.name is None:
+        for name, flags in RUNS.items():
+            print(name, " ".join(flags))
+        return
+    torch.set_num_threads(THREADS)
+    with tempfile.TemporaryDirectory() as output_dir:
+        started = time.perf_counter()
+        train_main([*RUNS[args.name], "--output_dir", output_dir, "--no_progress"])
+        metrics = keep_results(args.name, output_dir, time.perf_counter() - started)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
