@@ -145,11 +145,13 @@ def probe_features(train, val, classes, epochs=90, blr=0.1, lr=None, batch_size=
     return {"top1": top1(head, DataLoader(TensorDataset(*val), batch_size=1024), device), "train_loss": train_loss}
 
 
-def linear_probe(classifier, train_set, val_set, device="cpu", **options):
+def linear_probe(classifier, train_set, val_set, epochs=90, blr=0.1, lr=None, batch_size=256, warmup_epochs=10,
+                 device="cpu", seed=0, progress=True):  # fmt: skip
     """A linear probe (probe_features) on the frozen encoder's features. Returns {"top1", "train_loss"}."""
     train = extract_features(classifier, train_set, device=device)
     val = extract_features(classifier, val_set, device=device)
-    return probe_features(train, val, classifier.head.out_features, device=device, **options)
+    return probe_features(train, val, classifier.head.out_features, epochs, blr, lr, batch_size, warmup_epochs,
+                          device, seed, progress)  # fmt: skip
 
 
 def pixels(dataset):
@@ -193,7 +195,7 @@ def get_args_parser():
     start.add_argument("--random_init", action="store_true", help="no pretraining: the baseline")
     add("--model", default=None, choices=list(CLASSIFIERS), help="size (default: the checkpoint's own)")
     add("--input_size", type=int, default=None, help="image side (default: the checkpoint's or model's)")
-    add("--dataset", default="shapes", choices=DATASETS, help="a labelled dataset")
+    add("--dataset", default="fashion_mnist", choices=DATASETS, help="a labelled dataset")
     add("--data_path", default=None)
     add("--train_size", type=int, default=None, help="images of the shapes training set")
     add("--epochs", type=int, default=None, help="default: 90 for linprobe, 50 for finetune")

@@ -52,15 +52,49 @@ def create_model(name, **kwargs):
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join([*MAE_MODELS, *CLASSIFIERS])}")
 
 
-mae_vit_base_patch16 = partial(create_model, "mae_vit_base_patch16")
-mae_vit_large_patch16 = partial(create_model, "mae_vit_large_patch16")
-mae_vit_huge_patch14 = partial(create_model, "mae_vit_huge_patch14")
-mae_vit_mini_patch4_32px = partial(create_model, "mae_vit_mini_patch4_32px")
-mae_vit_mini_patch8_64px = partial(create_model, "mae_vit_mini_patch8_64px")
-vit_base_patch16 = partial(create_model, "vit_base_patch16")
-vit_large_patch16 = partial(create_model, "vit_large_patch16")
-vit_huge_patch14 = partial(create_model, "vit_huge_patch14")
-vit_mini_patch4_32px = partial(create_model, "vit_mini_patch4_32px")
-vit_mini_patch8_64px = partial(create_model, "vit_mini_patch8_64px")
-mae_vit_nano_patch4_28px = partial(create_model, "mae_vit_nano_patch4_28px")
-vit_nano_patch4_28px = partial(create_model, "vit_nano_patch4_28px")
+def mae_vit_base_patch16(**kwargs):
+    return create_model("mae_vit_base_patch16", **kwargs)
+
+
+def mae_vit_large_patch16(**kwargs):
+    return create_model("mae_vit_large_patch16", **kwargs)
+
+
+def mae_vit_huge_patch14(**kwargs):
+    return create_model("mae_vit_huge_patch14", **kwargs)
+
+
+def mae_vit_mini_patch4_32px(**kwargs):
+    return create_model("mae_vit_mini_patch4_32px", **kwargs)
+
+
+def mae_vit_mini_patch8_64px(**kwargs):
+    return create_model("mae_vit_mini_patch8_64px", **kwargs)
+
+
+def vit_base_patch16(**kwargs):
+    return create_model("vit_base_patch16", **kwargs)
+
+
+def vit_large_patch16(**kwargs):
+    return create_model("vit_large_patch16", **kwargs)
+
+
+def vit_huge_patch14(**kwargs):
+    return create_model("vit_huge_patch14", **kwargs)
+
+
+def vit_mini_patch4_32px(**kwargs):
+    return create_model("vit_mini_patch4_32px", **kwargs)
+
+
+def vit_mini_patch8_64px(**kwargs):
+    return create_model("vit_mini_patch8_64px", **kwargs)
+
+
+def mae_vit_nano_patch4_28px(**kwargs):
+    return create_model("mae_vit_nano_patch4_28px", **kwargs)
+
+
+def vit_nano_patch4_28px(**kwargs):
+    return create_model("vit_nano_patch4_28px", **kwargs)

@@ -12,7 +12,6 @@ from mae_minimal import (
 )
 
 
-
 def encoder_only(state_dict):
     """What the official mae_pretrain_vit_*.pth files hold: the MAE state_dict without its decoder."""
     return {k: v for k, v in state_dict.items() if not (k.startswith("decoder_") or k == "mask_token")}

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.cifar
-from PIL import Image
 from torchvision import datasets as tv_datasets
 
 from mae_minimal.data import DataError, SyntheticShapes, build_dataset, denormalize, num_classes
@@ -150,3 +149,32 @@ def test_sampler_splits_an_epoch_over_ranks_and_can_start_part_way():
     assert all(epoch == 3 for epoch, _ in ranks[0])
     ranks[0].start_epoch(3, skip=4)
     assert [index for _, index in ranks[0]] == shares[0][4:] and len(ranks[0]) == 2
+
+
+def test_fashion_mnist_is_one_channel_and_normalised_with_its_own_statistics():
+    train = build_dataset("fashion_mnist", "train", 28, augment=False)
+    test = build_dataset("fashion_mnist", "val", 28, augment=False, length=100)
+    assert (len(train), len(test), num_classes(train)) == (60_000, 100, 10)
+    image, label = train[0]
+    assert image.shape == (1, 28, 28) and 0 <= label < 10
+    assert abs(train.images.mean().item()) < 1e-3 and abs(train.images.std().item() - 1) < 1e-3
+
+
+def test_fashion_mnist_augmentation_only_flips():
+    train = build_dataset("fashion_mnist", "train", 28, length=10)
+    image = train[3][0]
+    assert torch.equal(image, train.images[3]) or torch.equal(image, train.images[3].flip(-1))
+
+
+def test_a_missing_fashion_mnist_names_both_remedies(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(tv_datasets.FashionMNIST, "download", no_network)
+    with pytest.raises(DataError, match="dataset-fashion-mnist package, or download it.*--data_path"):
+        build_dataset("fashion_mnist", "train", 28, data_path=tmp_path)
+
+
+def test_fashion_mnist_needs_a_model_for_28_pixels():
+    with pytest.raises(DataError, match="28x28"):
+        build_dataset("fashion_mnist", "train", 32)

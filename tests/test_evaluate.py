@@ -10,12 +10,21 @@ import torch
 
 from mae_minimal import mae_vit_mini_patch4_32px
 from mae_minimal.data import build_dataset
-from mae_minimal.evaluate import build_classifier, fine_tune, linear_probe, main
+from mae_minimal.evaluate import (
+    build_classifier,
+    fine_tune,
+    linear_probe,
+    main,
+    mean_and_sem,
+    pixels,
+    reconstruction_errors,
+)
+from mae_minimal.masking import masking_noise
 from mae_minimal.train import main as pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAIN_ONE_STEP = ["--model", "mae_vit_mini_patch4_32px", "--epoch_length", "16", "--batch_size", "8",
-                     "--max_steps", "1", "--num_workers", "0", "--no_progress"]  # fmt: skip
+PRETRAIN_ONE_STEP = ["--model", "mae_vit_mini_patch4_32px", "--dataset", "photos", "--epoch_length", "16",
+                     "--batch_size", "8", "--max_steps", "1", "--num_workers", "0", "--no_progress"]  # fmt: skip
 
 
 def small_shapes():
@@ -62,6 +71,8 @@ def test_runs_as_a_script(tmp_path):
     script = str(ROOT / "mae_minimal" / "evaluate.py")
     args = [
         "linprobe",
+        "--dataset",
+        "shapes",
         "--random_init",
         "--model",
         "vit_mini_patch4_32px",
@@ -88,3 +99,31 @@ def test_bad_input_gets_one_clear_line(tmp_path, capsys):
         assert exit_info.value.code == 2
         assert len(error.splitlines()) == 1 and error.startswith("error: ") and message in error
     assert not (tmp_path / "out").exists()
+
+
+def test_reconstruction_errors_compare_the_model_with_the_visible_mean_fill(tiny_mae):
+    imgs = torch.randn(6, 3, 32, 32)
+    dataset = torch.utils.data.TensorDataset(imgs, torch.zeros(6))
+    model = tiny_mae()
+    errors = reconstruction_errors(model, dataset, seed=0)
+    noise = masking_noise("random", model.grid_size, 0.75, 6, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, pred, mask = model(imgs, 0.75, noise)
+    target = model.patchify(imgs)
+    removed = mask.bool()
+    visible_mean = torch.stack([target[i][~removed[i]].mean() for i in range(6)])
+    expected_fill = torch.cat([(target[i][removed[i]] - visible_mean[i]) ** 2 for i in range(6)]).mean()
+    assert errors["visible_mean_mse"] == pytest.approx(expected_fill.item(), rel=1e-5)
+    assert errors["mse"] == pytest.approx(((pred - target) ** 2)[removed].mean().item(), rel=1e-5)
+    assert errors["ratio"] == pytest.approx(errors["mse"] / errors["visible_mean_mse"])
+
+
+def test_the_standard_error_is_the_spread_of_the_mean_over_seeds():
+    mean, sem = mean_and_sem([0.7, 0.8, 0.9])
+    assert mean == pytest.approx(0.8) and sem == pytest.approx(0.1 / 3**0.5)
+    assert mean_and_sem([0.5]) == (0.5, 0.0)
+
+
+def test_raw_pixels_are_one_feature_vector_per_image():
+    features, labels = pixels(build_dataset("shapes", "val", 32, augment=False, length=5))
+    assert features.shape == (5, 3 * 32 * 32) and labels.shape == (5,)

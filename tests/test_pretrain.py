@@ -11,7 +11,7 @@ from mae_minimal import PretrainConfig, load_model, pretrain, train_step
 from mae_minimal.checkpoint import model_config
 from mae_minimal.data import build_dataset
 from mae_minimal.distributed import Context
-from mae_minimal.pretrain import Hooks, Schedule, make_loader, mae_loss
+from mae_minimal.pretrain import Hooks, Schedule, mae_loss, make_loader
 
 FAST = dict(batch_size=4, epochs=2, log_every=1, warmup_epochs=0.5)
 
