@@ -14,11 +14,13 @@ from mae_minimal.factories import (
     mae_vit_large_patch16,
     mae_vit_mini_patch4_32px,
     mae_vit_mini_patch8_64px,
+    mae_vit_nano_patch4_28px,
     vit_base_patch16,
     vit_huge_patch14,
     vit_large_patch16,
     vit_mini_patch4_32px,
     vit_mini_patch8_64px,
+    vit_nano_patch4_28px,
 )
 from mae_minimal.masking import (
     block_masking_noise,
@@ -49,6 +51,7 @@ __all__ = [
     "mae_vit_large_patch16",
     "mae_vit_mini_patch4_32px",
     "mae_vit_mini_patch8_64px",
+    "mae_vit_nano_patch4_28px",
     "mask_to_noise",
     "masking_noise",
     "patchify",
@@ -64,4 +67,5 @@ __all__ = [
     "vit_large_patch16",
     "vit_mini_patch4_32px",
     "vit_mini_patch8_64px",
+    "vit_nano_patch4_28px",
 ]

@@ -132,8 +132,10 @@ def top1(model, loader, device):
 def probe_features(train, val, classes, epochs=90, blr=0.1, lr=None, batch_size=256, warmup_epochs=10,
                    device="cpu", seed=0, progress=True):  # fmt: skip
     """Train BatchNorm (no affine) + linear on fixed features with SGD, lr = blr * batch_size / 256
-    unless lr is given. train, val: (features (N, D), labels (N,)). Returns {"top1", "train_loss"}."""
-    torch.manual_seed(seed)
+    unless lr is given. train, val: (features (N, D), labels (N,)); seed: torch's generator is seeded
+    with it first (None: used as it is). Returns {"top1", "train_loss"}."""
+    if seed is not None:
+        torch.manual_seed(seed)
     width = train[0].shape[1]
     head = nn.Sequential(nn.BatchNorm1d(width, affine=False, eps=1e-6), nn.Linear(width, classes)).to(device)
     nn.init.trunc_normal_(head[1].weight, std=0.01)
@@ -148,10 +150,11 @@ def probe_features(train, val, classes, epochs=90, blr=0.1, lr=None, batch_size=
 def linear_probe(classifier, train_set, val_set, epochs=90, blr=0.1, lr=None, batch_size=256, warmup_epochs=10,
                  device="cpu", seed=0, progress=True):  # fmt: skip
     """A linear probe (probe_features) on the frozen encoder's features. Returns {"top1", "train_loss"}."""
+    torch.manual_seed(seed)  # before the features: iterating a DataLoader draws from the generator
     train = extract_features(classifier, train_set, device=device)
     val = extract_features(classifier, val_set, device=device)
     return probe_features(train, val, classifier.head.out_features, epochs, blr, lr, batch_size, warmup_epochs,
-                          device, seed, progress)  # fmt: skip
+                          device, None, progress)  # fmt: skip
 
 
 def pixels(dataset):
