@@ -46,7 +46,7 @@ def commit():
     return result.stdout.strip() or "unknown"
 
 
-def keep_results(name, output_dir, seconds):
+def keep_results(name, output_dir, seconds, started_at_commit):
     """Write runs/NAME/ from a finished train.py output folder."""
     run_dir = RUNS_DIR / name
     run_dir.mkdir(exist_ok=True)
@@ -63,7 +63,7 @@ def keep_results(name, output_dir, seconds):
     losses = [r["loss"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "loss" in r]
     metrics = {"held_out_images": len(held_out), **errors, "final_train_loss": losses[-1]}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    manifest = {"command": ["python", "mae_minimal/train.py", *RUNS[name]], "commit": commit(),
+    manifest = {"command": ["python", "mae_minimal/train.py", *RUNS[name]], "commit": started_at_commit,
                 "torch": torch.__version__, "python": platform.python_version(), "machine": platform.processor()
                 or platform.machine(), "cpu_count": __import__("os").cpu_count(), "threads": THREADS,
                 "wall_time_s": round(seconds), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
@@ -81,10 +81,11 @@ def main(argv=None):
             print(name, " ".join(flags))
         return
     torch.set_num_threads(THREADS)
+    started_at_commit = commit()  # the code the run trains with
     with tempfile.TemporaryDirectory() as output_dir:
         started = time.perf_counter()
         train_main([*RUNS[args.name], "--output_dir", output_dir, "--no_progress"])
-        metrics = keep_results(args.name, output_dir, time.perf_counter() - started)
+        metrics = keep_results(args.name, output_dir, time.perf_counter() - started, started_at_commit)
     print(json.dumps(metrics, indent=2))
 
 
