@@ -74,16 +74,20 @@ def random_noise(batch, num_patches, generator=None, device=None):
 
 
 def grid_masking_noise(batch, grid_size, stride=2, generator=None):
-    """Grid masking as noise: keep one patch in each stride x stride cell (its top-left one).
+    """Grid masking as noise: keep one patch in each stride x stride cell, at the same place in every
+    cell of an image, that place drawn at random for each image.
 
+    The paper's grid (Figure 6) keeps a fixed corner; a fixed corner would show the encoder only
+    1 / stride**2 of the positions during all of pretraining, so the offset is random here.
     grid_size = (rows, cols). On a grid divisible by stride this keeps 1 / stride**2 of the
     patches, so use it with mask_ratio = 1 - 1 / stride**2 (0.75 for the paper's stride 2).
     Returns noise: (N, rows * cols).
     """
     rows, cols = grid_size
     row_index, col_index = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-    removed = (row_index % stride != 0) | (col_index % stride != 0)  # (rows, cols)
-    return mask_to_noise(removed.flatten().expand(batch, -1), generator)
+    offsets = torch.randint(stride, (batch, 2, 1, 1), generator=generator)  # (N, row/col, 1, 1)
+    removed = (row_index % stride != offsets[:, 0]) | (col_index % stride != offsets[:, 1])  # (N, rows, cols)
+    return mask_to_noise(removed.flatten(1), generator)
 
 
 def block_mask(grid_size, num_masked, min_block_patches, generator=None):

@@ -31,6 +31,7 @@ from mae_minimal.data import DATASETS, DataError, build_dataset, normalization
 from mae_minimal.evaluate import reconstruction_errors
 from mae_minimal.factories import MAE_MODELS, create_model
 from mae_minimal.masking import MASKINGS
+from mae_minimal.model import DECODER_POS_EMBED_CHOICES
 from mae_minimal.pretrain import PRECISIONS, Hooks, PretrainConfig, Schedule, check_config, pretrain
 from mae_minimal.run_log import RunLog
 from mae_minimal.sampler import seeded_item
@@ -56,6 +57,10 @@ def get_args_parser():
     add("--masking", default="random", choices=MASKINGS, help="how the removed patches are chosen "
         "(grid: one kept patch in each 2x2 cell at --mask_ratio 0.75)")  # fmt: skip
     add("--norm_pix_loss", action="store_true", help="predict each patch normalised by its own mean and std")
+    add("--decoder_pos_embed_to", default="all", choices=DECODER_POS_EMBED_CHOICES, help="where the decoder adds "
+        "its positions: all tokens (the paper), mask tokens only, or none (an ablation)")  # fmt: skip
+    add("--encoder_sees_mask_tokens", action="store_true", help="an ablation: the encoder processes all "
+        "patches with a mask token in the removed ones (paper Table 1c)")  # fmt: skip
     add("--batch_size", type=int, default=64, help="images per GPU (or process) per micro-step")
     add("--accum_iter", type=int, default=1, help="micro-steps accumulated into one optimizer step")
     add("--epochs", type=int, default=1)
@@ -128,7 +133,8 @@ def prepare(args, context):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda, but PyTorch sees no GPU here: use --device cpu")
     torch.manual_seed(args.seed)
-    model = create_model(args.model, norm_pix_loss=args.norm_pix_loss,
+    model = create_model(args.model, norm_pix_loss=args.norm_pix_loss, decoder_pos_embed_to=args.decoder_pos_embed_to,
+                         encoder_sees_mask_tokens=args.encoder_sees_mask_tokens,
                          **({"img_size": args.input_size} if args.input_size is not None else {}))  # fmt: skip
     check_config(config, model.patch_embed.num_patches, model.grid_size)
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():

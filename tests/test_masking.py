@@ -80,12 +80,18 @@ def test_mask_to_noise_removes_exactly_the_marked_patches():
     assert torch.equal(mask, marked)
 
 
-def test_grid_masking_keeps_the_top_left_patch_of_every_two_by_two_cell():
-    noise = grid_masking_noise(2, (4, 6))
-    _, mask, _ = random_masking(torch.randn(2, 24, 4), 0.75, noise)
-    expected = torch.ones(4, 6)
-    expected[::2, ::2] = 0
-    assert torch.equal(mask, expected.flatten().expand(2, -1))
+def test_grid_masking_keeps_the_same_place_in_every_two_by_two_cell_of_an_image():
+    noise = grid_masking_noise(64, (4, 6), generator=torch.Generator().manual_seed(0))
+    _, mask, _ = random_masking(torch.randn(64, 24, 4), 0.75, noise)
+    offsets = set()
+    for image_mask in mask.view(64, 4, 6):
+        kept_rows, kept_cols = torch.nonzero(image_mask == 0, as_tuple=True)
+        row, col = int(kept_rows[0]) % 2, int(kept_cols[0]) % 2
+        expected = torch.ones(4, 6)
+        expected[row::2, col::2] = 0
+        assert torch.equal(image_mask, expected)
+        offsets.add((row, col))
+    assert offsets == {(0, 0), (0, 1), (1, 0), (1, 1)}  # every position is seen by some image
 
 
 def boundary_length(mask):

@@ -10,6 +10,7 @@ import torch
 from mae_minimal import load_model
 from mae_minimal.data import build_dataset
 from mae_minimal.evaluate import reconstruction_errors
+from mae_minimal.train import get_args_parser
 from mae_minimal.train import main as train_main
 
 RUNS = sorted(path.parent for path in (Path(__file__).resolve().parents[1] / "runs").glob("*/manifest.json"))
@@ -43,16 +44,9 @@ def test_the_first_steps_of_a_committed_run_reproduce_its_log(run, tmp_path):
 def test_the_committed_weights_give_the_committed_metrics(run):
     model = load_model(run / "weights.pth")
     metrics = json.loads((run / "metrics.json").read_text())
-    flags = manifest_flags(run)
-    held_out = build_dataset(flags["--dataset"], "val", model.patch_embed.img_size[0], augment=False)
-    errors = reconstruction_errors(model, held_out, float(flags.get("--mask_ratio", 0.75)),
-                                   flags.get("--masking", "random"))  # fmt: skip
+    flags = get_args_parser().parse_args(json.loads((run / "manifest.json").read_text())["command"][2:])
+    held_out = build_dataset(flags.dataset, "val", model.patch_embed.img_size[0], augment=False)
+    errors = reconstruction_errors(model, held_out, flags.mask_ratio, flags.masking)
     for name, value in errors.items():
         assert value == pytest.approx(metrics[name], rel=1e-4), name
     assert [r for r in read_log(run / "log.jsonl") if "loss" in r][-1]["loss"] == metrics["final_train_loss"]
-
-
-def manifest_flags(run):
-    """The run's command as {"--flag": "value"}."""
-    command = json.loads((run / "manifest.json").read_text())["command"][2:]
-    return dict(zip(command[::2], command[1::2]))
