@@ -75,27 +75,32 @@ def extract_features(classifier, dataset, batch_size=256, device="cpu"):
 def reconstruction_errors(model, dataset, mask_ratio=0.75, masking="random", batch_size=500, seed=0, device="cpu"):
     """How well an MAE fills in removed patches of the images in `dataset`, against a trivial answer.
 
-    Both are mean squared errors over the removed patches' pixels (in the dataset's normalised
-    units): the model's prediction, and the visible-mean fill (each removed pixel set to the mean of
-    that image's visible pixels). The masks are drawn from `seed`. Returns {"mse",
-    "visible_mean_mse", "ratio"}; a ratio well below 1 means the model uses what it sees.
+    Both are mean squared errors over the removed patches' values, in the units of the model's loss
+    target. For pixel targets (in the dataset's normalised units) the trivial answer is the
+    visible-mean fill: each removed pixel set to the mean of that image's visible pixels. For a
+    norm_pix_loss model, whose targets are patches normalised by their own statistics, it is 0:
+    every removed patch flat at its own (unknown to the model) mean. The masks are drawn from `seed`.
+    Returns {"mse", "visible_mean_mse", "ratio"}, or {"mse", "flat_patch_mse", "ratio"} for
+    norm_pix_loss; a ratio well below 1 means the model uses what it sees.
     """
-    if model.norm_pix_loss:
-        raise ValueError("reconstruction_errors compares pixels, but a norm_pix_loss model predicts normalised patches")
     model.eval().to(device)
     generator = torch.Generator().manual_seed(seed)
-    totals = torch.zeros(3)  # squared error of the model, of the fill, and the number of removed pixels
+    totals = torch.zeros(3)  # squared error of the model, of the trivial answer, and the number of removed values
     for imgs, _ in DataLoader(dataset, batch_size=batch_size):
         noise = masking_noise(masking, model.grid_size, mask_ratio, len(imgs), generator)
         _, pred, mask = model(imgs.to(device), mask_ratio, noise.to(device))
-        target, mask = model.patchify(imgs.to(device)), mask.unsqueeze(-1)  # (N, L, p*p*C), (N, L, 1)
-        visible_mean = (target * (1 - mask)).sum(dim=(1, 2)) / ((1 - mask).sum(dim=(1, 2)) * target.shape[-1])
-        fill = visible_mean.view(-1, 1, 1).expand_as(target)
-        removed_pixels = mask.expand_as(target)
-        totals += torch.stack([((pred.float() - target) ** 2 * removed_pixels).sum(),
-                               ((fill - target) ** 2 * removed_pixels).sum(), removed_pixels.sum()]).cpu()  # fmt: skip
+        target, mask = model.loss_target(imgs.to(device)), mask.unsqueeze(-1)  # (N, L, p*p*C), (N, L, 1)
+        if model.norm_pix_loss:
+            fill = torch.zeros_like(target)
+        else:
+            visible_mean = (target * (1 - mask)).sum(dim=(1, 2)) / ((1 - mask).sum(dim=(1, 2)) * target.shape[-1])
+            fill = visible_mean.view(-1, 1, 1).expand_as(target)
+        removed = mask.expand_as(target)
+        totals += torch.stack([((pred.float() - target) ** 2 * removed).sum(),
+                               ((fill - target) ** 2 * removed).sum(), removed.sum()]).cpu()  # fmt: skip
     mse, fill_mse = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
-    return {"mse": mse, "visible_mean_mse": fill_mse, "ratio": mse / fill_mse}
+    fill_name = "flat_patch_mse" if model.norm_pix_loss else "visible_mean_mse"
+    return {"mse": mse, fill_name: fill_mse, "ratio": mse / fill_mse}
 
 
 def supervised_loss(criterion, model, batch):

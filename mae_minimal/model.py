@@ -148,13 +148,18 @@ class MaskedAutoencoderViT(ViTEncoder):
         With norm_pix_loss the target is each patch normalised by its own mean and variance.
         With nothing removed (mask_ratio=0) there is nothing to predict and the loss is 0.
         """
+        loss = ((pred - self.loss_target(imgs)) ** 2).mean(dim=-1)  # (N, L), per patch
+        return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+    def loss_target(self, imgs):
+        """What pred is scored against: imgs (N, C, H, W) -> (N, L, p*p*C), the patches, each one
+        normalised by its own mean and variance when norm_pix_loss."""
         target = self.patchify(imgs)
         if self.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1.0e-6) ** 0.5
-        loss = ((pred - target) ** 2).mean(dim=-1)  # (N, L), per patch
-        return (loss * mask).sum() / mask.sum().clamp(min=1)
+        return target
 
     def forward(self, imgs, mask_ratio=0.75, noise=None):
         """imgs: (N, C, H, W); noise: (N, L) or None for uniform random masking.

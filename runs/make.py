@@ -7,7 +7,7 @@
 A run is its command (RUNS below, the flags of mae_minimal/train.py). It leaves in runs/NAME/:
   weights.pth        the model in fp16 with its configuration (mae_minimal.load_model reads it)
   log.jsonl          train.py's log
-  metrics.json       masked-patch MSE on the held-out split against the visible-mean fill
+  metrics.json       masked-patch MSE on the held-out split against a trivial fill (evaluate.reconstruction_errors)
   reconstructions.png  train.py's picture of held-out images at the end
   manifest.json      the exact command, commit, torch version, machine, threads and wall time
 tests/test_runs.py re-runs the first steps of every committed run and compares them with its log.
@@ -55,6 +55,13 @@ RUNS = {
     # Chapter 11: where the decoder adds its positions (random_75 adds them to all tokens).
     "decoder_pos_mask": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--decoder_pos_embed_to", "mask"],
     "decoder_pos_none": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--decoder_pos_embed_to", "none"],
+    # A second pretraining seed of two conditions: how far apart runs that differ only in their seed end up.
+    "random_75_seed1": [*PART2[:-6], "--seed", "1", *PART2[-4:], "--masking", "random", "--mask_ratio", "0.75"],
+    "decoder_pos_mask_seed1": [*PART2[:-6], "--seed", "1", *PART2[-4:], "--masking", "random", "--mask_ratio",
+                               "0.75", "--decoder_pos_embed_to", "mask"],  # fmt: skip
+    # Chapter 5: normalised-pixel targets (paper Table 1d); chapter 12: the encoder sees mask tokens (Table 1c).
+    "norm_pix_75": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--norm_pix_loss"],
+    "encoder_mask_tokens": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--encoder_sees_mask_tokens"],
 }
 
 

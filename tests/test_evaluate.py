@@ -118,6 +118,19 @@ def test_reconstruction_errors_compare_the_model_with_the_visible_mean_fill(tiny
     assert errors["ratio"] == pytest.approx(errors["mse"] / errors["visible_mean_mse"])
 
 
+def test_reconstruction_errors_of_a_norm_pix_model_compare_it_with_flat_patches(tiny_mae):
+    imgs = torch.randn(6, 3, 32, 32) * 3 + 1
+    dataset = torch.utils.data.TensorDataset(imgs, torch.zeros(6))
+    model = tiny_mae(norm_pix_loss=True)
+    errors = reconstruction_errors(model, dataset, seed=0)
+    noise = masking_noise("random", model.grid_size, 0.75, 6, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        loss, pred, mask = model(imgs, 0.75, noise)
+    assert errors["mse"] == pytest.approx(loss.item(), rel=1e-5)  # the loss is the mse on removed patches
+    assert errors["flat_patch_mse"] == pytest.approx(model.forward_loss(imgs, torch.zeros_like(pred), mask).item())
+    assert errors["ratio"] == pytest.approx(errors["mse"] / errors["flat_patch_mse"])
+
+
 def test_the_standard_error_is_the_spread_of_the_mean_over_seeds():
     mean, sem = mean_and_sem([0.7, 0.8, 0.9])
     assert mean == pytest.approx(0.8) and sem == pytest.approx(0.1 / 3**0.5)
