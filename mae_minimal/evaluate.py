@@ -164,8 +164,8 @@ def linear_probe(classifier, train_set, val_set, epochs=90, blr=0.1, lr=None, ba
 
 def pixels(dataset):
     """The raw pixels of every image, the baseline a useful encoder must beat: ((N, C*H*W), (N,))."""
-    imgs, labels = zip(*(dataset[i] for i in range(len(dataset))))
-    return torch.stack(imgs).flatten(1), torch.tensor(labels)
+    imgs, labels = as_tensors(dataset).tensors
+    return imgs.flatten(1), labels
 
 
 def mean_and_sem(values):
@@ -189,6 +189,59 @@ def fine_tune(
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     train_loss = fit(classifier, optimizer, loader, epochs, lr, warmup_epochs, criterion, device, progress)
     return {"top1": top1(classifier, DataLoader(val_set, batch_size=256), device), "train_loss": train_loss}
+
+
+def as_tensors(dataset):
+    """A dataset of (image, label) -> a TensorDataset holding every item, computed once."""
+    imgs, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return TensorDataset(torch.stack(imgs), torch.tensor(labels))
+
+
+def evaluation_sets(dataset="fashion_mnist", labelled=1000, probe=10_000, test=None, input_size=28, data_path=None):
+    """The splits evaluate_encoder uses, as TensorDatasets: the first `labelled` training images (for
+    fine-tuning), the first `probe` training images (for the linear probe) and the first `test`
+    held-out ones (None: all)."""
+    train = as_tensors(build_dataset(dataset, "train", input_size, data_path, augment=False, length=max(labelled, probe)))
+    val = as_tensors(build_dataset(dataset, "val", input_size, data_path, augment=False, length=test))
+    labelled_set = TensorDataset(*(tensor[:labelled] for tensor in train.tensors))
+    probe_set = TensorDataset(*(tensor[:probe] for tensor in train.tensors))
+    return labelled_set, probe_set, val
+
+
+def evaluate_encoder(checkpoint, labelled_set, probe_set, val_set, classes, seeds=(0, 1, 2), finetune_epochs=10,
+                     probe_epochs=30, model_name=None, protocols=("fine_tune", "linear_probe"), device="cpu"):  # fmt: skip
+    """The book's evaluation of an encoder: held-out top-1 after fine-tuning on few labels and after a
+    linear probe, once per seed, on mean-pooled features (the better of the two for small MAEs).
+
+    checkpoint: a path or loaded checkpoint, or None for the same architecture (model_name) randomly
+    initialised, with a new initialisation for every seed. Fine-tuning trains on labelled_set
+    (AdamW, layer decay 0.75, blr 4e-3 at batch 64, one epoch of warmup); the probe fits
+    BatchNorm + linear on the frozen features of probe_set. Returns {protocol: [top-1 per seed]}.
+    """
+    if isinstance(checkpoint, (str, Path)):
+        checkpoint = read_checkpoint(checkpoint)
+    def classifier(seed):
+        torch.manual_seed(seed)  # the random init (and the head) of this seed
+        return build_classifier(model_name, classes, checkpoint, global_pool=True).to(device)
+
+    scores = {protocol: [] for protocol in protocols}
+    if "linear_probe" in protocols:  # the encoder is frozen: its features are the same for every seed
+        encoder = classifier(seeds[0])
+        features = (extract_features(encoder, probe_set, device=device), extract_features(encoder, val_set, device=device))
+    for seed in seeds:
+        if "fine_tune" in protocols:
+            result = fine_tune(classifier(seed), labelled_set, val_set, epochs=finetune_epochs, blr=4e-3, batch_size=64,
+                               layer_decay=0.75, warmup_epochs=1, device=device, seed=seed, progress=False)  # fmt: skip
+            scores["fine_tune"].append(result["top1"])
+        if "linear_probe" in protocols:
+            if checkpoint is None and seed != seeds[0]:  # a random encoder is a new one for every seed
+                encoder = classifier(seed)
+                features = (extract_features(encoder, probe_set, device=device),
+                            extract_features(encoder, val_set, device=device))  # fmt: skip
+            result = probe_features(*features, classes, epochs=probe_epochs, warmup_epochs=3, device=device, seed=seed,
+                                    progress=False)  # fmt: skip
+            scores["linear_probe"].append(result["top1"])
+    return scores
 
 
 def get_args_parser():

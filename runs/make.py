@@ -2,6 +2,8 @@
 
     python runs/make.py fashion_mnist           # about 37 minutes on one CPU core
     python runs/make.py random_75               # one of Part 2's runs: about 15 minutes
+    python runs/make.py --evaluate random_75    # fine-tune and probe its encoder: about 4 minutes
+    python runs/make.py --evaluate random_init  # the same evaluation of a randomly initialised encoder
     python runs/make.py --list
 
 A run is its command (RUNS below, the flags of mae_minimal/train.py). It leaves in runs/NAME/:
@@ -10,6 +12,8 @@ A run is its command (RUNS below, the flags of mae_minimal/train.py). It leaves 
   metrics.json       masked-patch MSE on the held-out split against a trivial fill (evaluate.reconstruction_errors)
   reconstructions.png  train.py's picture of held-out images at the end
   manifest.json      the exact command, commit, torch version, machine, threads and wall time
+  evaluation.json    with --evaluate: held-out top-1 of its encoder fine-tuned on 1,000 labels and
+                     linearly probed (evaluate.evaluate_encoder, three seeds), and how it was made
 tests/test_runs.py re-runs the first steps of every committed run and compares them with its log.
 """
 
@@ -28,7 +32,7 @@ import torch
 from mae_minimal import load_model
 from mae_minimal.checkpoint import read_checkpoint
 from mae_minimal.data import build_dataset
-from mae_minimal.evaluate import reconstruction_errors
+from mae_minimal.evaluate import evaluate_encoder, evaluation_sets, reconstruction_errors
 from mae_minimal.train import main as train_main
 
 RUNS_DIR = Path(__file__).resolve().parent
@@ -64,6 +68,11 @@ RUNS = {
     "encoder_mask_tokens": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--encoder_sees_mask_tokens"],
 }
 
+# The shared evaluation of every run's encoder (and of random_init, the same encoder untrained).
+EVALUATION_SETS = dict(dataset="fashion_mnist", labelled=1000, probe=10_000, test=None)
+EVALUATION = dict(seeds=(0, 1, 2), finetune_epochs=10, probe_epochs=30, model_name="vit_nano_patch4_28px")
+RANDOM_INIT = "random_init"
+
 
 def commit():
     result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=RUNS_DIR, capture_output=True, text=True)
@@ -95,16 +104,36 @@ def keep_results(name, output_dir, seconds, started_at_commit):
     return metrics
 
 
+def evaluate_run(name):
+    """Write runs/NAME/evaluation.json: evaluate_encoder on the run's weights (random_init: none)."""
+    started_at_commit, started = commit(), time.perf_counter()
+    sets = evaluation_sets(**EVALUATION_SETS)
+    weights = None if name == RANDOM_INIT else RUNS_DIR / name / "weights.pth"
+    scores = evaluate_encoder(weights, *sets, classes=10, **EVALUATION)
+    evaluation = {**scores, "command": ["python", "runs/make.py", "--evaluate", name], "commit": started_at_commit,
+                  "settings": {**EVALUATION_SETS, **EVALUATION, "test_images": len(sets[2])}, "threads": THREADS,
+                  "torch": torch.__version__, "wall_time_s": round(time.perf_counter() - started)}  # fmt: skip
+    (RUNS_DIR / name).mkdir(exist_ok=True)
+    (RUNS_DIR / name / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+    return evaluation
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Make a reference run under runs/.")
-    parser.add_argument("name", nargs="?", choices=list(RUNS))
+    parser.add_argument("name", nargs="?", choices=[*RUNS, RANDOM_INIT])
     parser.add_argument("--list", action="store_true", help="print the runs and their commands")
+    parser.add_argument("--evaluate", action="store_true", help="evaluate the run's committed weights")
     args = parser.parse_args(argv)
     if args.list or args.name is None:
         for name, flags in RUNS.items():
             print(name, " ".join(flags))
         return
     torch.set_num_threads(THREADS)
+    if args.evaluate:
+        print(json.dumps(evaluate_run(args.name), indent=2))
+        return
+    if args.name == RANDOM_INIT:
+        parser.error("random_init is not trained: use --evaluate random_init")
     started_at_commit = commit()  # the code the run trains with
     with tempfile.TemporaryDirectory() as output_dir:
         started = time.perf_counter()

@@ -3,15 +3,18 @@
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
 from mae_minimal import mae_vit_mini_patch4_32px
+from mae_minimal.checkpoint import model_config
 from mae_minimal.data import build_dataset
 from mae_minimal.evaluate import (
     build_classifier,
+    evaluate_encoder,
     fine_tune,
     linear_probe,
     main,
@@ -140,3 +143,25 @@ def test_the_standard_error_is_the_spread_of_the_mean_over_seeds():
 def test_raw_pixels_are_one_feature_vector_per_image():
     features, labels = pixels(build_dataset("shapes", "val", 32, augment=False, length=5))
     assert features.shape == (5, 3 * 32 * 32) and labels.shape == (5,)
+
+
+def test_evaluate_encoder_scores_each_protocol_once_per_seed_as_its_parts_do(tiny_mae):
+    imgs, labels = torch.randn(48, 3, 32, 32), torch.arange(48) % 3
+    dataset = torch.utils.data.TensorDataset(imgs, labels)
+    mae = tiny_mae()
+    checkpoint = {"model": mae.state_dict(), "model_config": model_config(mae)}
+    scores = evaluate_encoder(checkpoint, dataset, dataset, dataset, classes=3, seeds=(0, 1), finetune_epochs=1,
+                              probe_epochs=2)  # fmt: skip
+    assert set(scores) == {"fine_tune", "linear_probe"} and all(len(s) == 2 for s in scores.values())
+    torch.manual_seed(1)
+    classifier = build_classifier(None, 3, checkpoint, global_pool=True)
+    by_hand = fine_tune(classifier, dataset, dataset, epochs=1, blr=4e-3, batch_size=64, layer_decay=0.75,
+                        warmup_epochs=1, seed=1, progress=False)  # fmt: skip
+    assert scores["fine_tune"][1] == by_hand["top1"]
+
+
+def test_a_random_encoder_is_drawn_anew_for_every_seed(tiny_mae):
+    dataset = torch.utils.data.TensorDataset(torch.randn(40, 3, 32, 32), torch.arange(40) % 2)
+    probe = partial(evaluate_encoder, None, dataset, dataset, dataset, classes=2, probe_epochs=1,
+                    model_name="vit_mini_patch4_32px", protocols=("linear_probe",))  # fmt: skip
+    assert probe(seeds=(0, 1))["linear_probe"][1] == probe(seeds=(1,))["linear_probe"][0]

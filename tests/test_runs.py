@@ -9,11 +9,12 @@ import torch
 
 from mae_minimal import load_model
 from mae_minimal.data import build_dataset
-from mae_minimal.evaluate import reconstruction_errors
+from mae_minimal.evaluate import evaluate_encoder, evaluation_sets, reconstruction_errors
 from mae_minimal.train import get_args_parser
 from mae_minimal.train import main as train_main
 
-RUNS = sorted(path.parent for path in (Path(__file__).resolve().parents[1] / "runs").glob("*/manifest.json"))
+RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
+RUNS = sorted(path.parent for path in RUNS_DIR.glob("*/manifest.json"))
 CHECKED_STEPS = 20
 
 
@@ -50,3 +51,28 @@ def test_the_committed_weights_give_the_committed_metrics(run):
     for name, value in errors.items():
         assert value == pytest.approx(metrics[name], rel=1e-4), name
     assert [r for r in read_log(run / "log.jsonl") if "loss" in r][-1]["loss"] == metrics["final_train_loss"]
+
+
+EVALUATED = sorted(path.parent.name for path in RUNS_DIR.glob("*/evaluation.json"))
+CHECKED_EVALUATION = "random_75"  # one run's evaluation is redone in CI (all of them take an hour)
+
+
+def test_the_committed_evaluation_of_a_run_reproduces_for_its_first_seed():
+    assert CHECKED_EVALUATION in EVALUATED, f"runs/{CHECKED_EVALUATION} has no evaluation.json"
+    committed = json.loads((RUNS_DIR / CHECKED_EVALUATION / "evaluation.json").read_text())
+    settings = committed["settings"]
+    torch.set_num_threads(committed["threads"])
+    sets = evaluation_sets(settings["dataset"], settings["labelled"], settings["probe"], settings["test"])
+    again = evaluate_encoder(RUNS_DIR / CHECKED_EVALUATION / "weights.pth", *sets, classes=10,
+                             seeds=settings["seeds"][:1], finetune_epochs=settings["finetune_epochs"],
+                             probe_epochs=settings["probe_epochs"], model_name=settings["model_name"])  # fmt: skip
+    for protocol, scores in again.items():
+        assert scores[0] == pytest.approx(committed[protocol][0], abs=1e-9), protocol
+
+
+@pytest.mark.parametrize("name", EVALUATED)
+def test_an_evaluation_was_made_by_its_command_with_three_seeds(name):
+    evaluation = json.loads((RUNS_DIR / name / "evaluation.json").read_text())
+    assert evaluation["command"] == ["python", "runs/make.py", "--evaluate", name]
+    assert len(evaluation["settings"]["seeds"]) >= 3
+    assert all(len(evaluation[p]) == len(evaluation["settings"]["seeds"]) for p in ("fine_tune", "linear_probe"))
