@@ -90,17 +90,22 @@ def test_runs_as_a_script(tmp_path):
     assert "top-1" in result.stdout
 
 
-def test_bad_input_gets_one_clear_line(tmp_path, capsys):
-    for args, message in [
-        (["--checkpoint", str(tmp_path / "none.pth")], "no checkpoint file at"),
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--checkpoint", "none.pth"], "no checkpoint file at"),
         (["--random_init"], "--model is needed"),
         (["--random_init", "--model", "vit_mini_patch4_32px", "--dataset", "photos"], "photos has no labels"),
-    ]:
-        with pytest.raises(SystemExit) as exit_info:
-            main(["linprobe", *args, "--output_dir", str(tmp_path / "out")])
-        error = capsys.readouterr().err.strip()
-        assert exit_info.value.code == 2
-        assert len(error.splitlines()) == 1 and error.startswith("error: ") and message in error
+    ],
+    ids=["missing checkpoint", "no model for a random init", "unlabelled dataset"],
+)
+def test_bad_input_gets_one_clear_line_and_writes_nothing(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["linprobe", *args, "--output_dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(error.splitlines()) == 1 and error.startswith("error: ") and message in error
     assert not (tmp_path / "out").exists()
 
 
