@@ -1,7 +1,7 @@
 """Make a reference run: train it from its command, then keep what the book and the tests read.
 
     python runs/make.py fashion_mnist           # about 37 minutes on one CPU core
-    python runs/make.py random_75               # one of Part 2's runs: about 15 minutes
+    python runs/make.py random_75               # one of Part 2's runs: 9 minutes on an idle core
     python runs/make.py --evaluate random_75    # fine-tune and probe its encoder: about 4 minutes
     python runs/make.py --evaluate random_init  # the same evaluation of a randomly initialised encoder
     python runs/make.py --list
@@ -48,7 +48,7 @@ RUNS = {
                       "--masking", "random", "--batch_size", "128", "--epochs", "10", "--warmup_epochs", "0.5",
                       "--blr", "3e-3", "--weight_decay", "0.05", "--seed", "0", "--num_workers", "0",
                       "--log_every", "10"],  # fmt: skip
-    # Chapter 10 (how to mask) and its mask-ratio sweep; random_75 is also chapters 9 and 11's baseline.
+    # Chapter 10 (how to mask) and its mask-ratio sweep; random_75 is also the baseline of chapters 5 and 11.
     "random_75": [*PART2, "--masking", "random", "--mask_ratio", "0.75"],
     "block_75": [*PART2, "--masking", "block", "--mask_ratio", "0.75"],
     "grid_75": [*PART2, "--masking", "grid", "--mask_ratio", "0.75"],
@@ -63,7 +63,7 @@ RUNS = {
     "random_75_seed1": [*PART2[:-6], "--seed", "1", *PART2[-4:], "--masking", "random", "--mask_ratio", "0.75"],
     "decoder_pos_mask_seed1": [*PART2[:-6], "--seed", "1", *PART2[-4:], "--masking", "random", "--mask_ratio",
                                "0.75", "--decoder_pos_embed_to", "mask"],  # fmt: skip
-    # Chapter 5: normalised-pixel targets (paper Table 1d); chapter 12: the encoder sees mask tokens (Table 1c).
+    # Chapter 5: normalised-pixel targets (paper Table 1d); for chapter 12 (not made yet): [M] in the encoder (Table 1c).
     "norm_pix_75": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--norm_pix_loss"],
     "encoder_mask_tokens": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--encoder_sees_mask_tokens"],
 }
