@@ -63,7 +63,7 @@ RUNS = {
     "random_75_seed1": [*PART2[:-6], "--seed", "1", *PART2[-4:], "--masking", "random", "--mask_ratio", "0.75"],
     "decoder_pos_mask_seed1": [*PART2[:-6], "--seed", "1", *PART2[-4:], "--masking", "random", "--mask_ratio",
                                "0.75", "--decoder_pos_embed_to", "mask"],  # fmt: skip
-    # Chapter 5: normalised-pixel targets (paper Table 1d); for chapter 12 (not made yet): [M] in the encoder (Table 1c).
+    # Chapter 5: norm-pix targets (paper Table 1d); chapter 12, not made yet: [M] in the encoder (Table 1c).
     "norm_pix_75": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--norm_pix_loss"],
     "encoder_mask_tokens": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--encoder_sees_mask_tokens"],
 }
