@@ -220,14 +220,18 @@ def evaluate_encoder(checkpoint, labelled_set, probe_set, val_set, classes, seed
     """
     if isinstance(checkpoint, (str, Path)):
         checkpoint = read_checkpoint(checkpoint)
+
     def classifier(seed):
         torch.manual_seed(seed)  # the random init (and the head) of this seed
         return build_classifier(model_name, classes, checkpoint, global_pool=True).to(device)
 
+    def features_of(seed):
+        encoder = classifier(seed)
+        return extract_features(encoder, probe_set, device=device), extract_features(encoder, val_set, device=device)
+
     scores = {protocol: [] for protocol in protocols}
     if "linear_probe" in protocols:  # the encoder is frozen: its features are the same for every seed
-        encoder = classifier(seeds[0])
-        features = (extract_features(encoder, probe_set, device=device), extract_features(encoder, val_set, device=device))
+        features = features_of(seeds[0])
     for seed in seeds:
         if "fine_tune" in protocols:
             result = fine_tune(classifier(seed), labelled_set, val_set, epochs=finetune_epochs, blr=4e-3, batch_size=64,
@@ -235,9 +239,7 @@ def evaluate_encoder(checkpoint, labelled_set, probe_set, val_set, classes, seed
             scores["fine_tune"].append(result["top1"])
         if "linear_probe" in protocols:
             if checkpoint is None and seed != seeds[0]:  # a random encoder is a new one for every seed
-                encoder = classifier(seed)
-                features = (extract_features(encoder, probe_set, device=device),
-                            extract_features(encoder, val_set, device=device))  # fmt: skip
+                features = features_of(seed)
             result = probe_features(*features, classes, epochs=probe_epochs, warmup_epochs=3, device=device, seed=seed,
                                     progress=False)  # fmt: skip
             scores["linear_probe"].append(result["top1"])
