@@ -103,6 +103,24 @@ def reconstruction_errors(model, dataset, mask_ratio=0.75, masking="random", bat
     return {"mse": mse, fill_name: fill_mse, "ratio": mse / fill_mse}
 
 
+@torch.no_grad()
+def denoising_errors(denoiser, dataset, batch_size=500, seed=0, device="cpu"):
+    """How well a DenoisingAutoencoder restores the images in `dataset`, against the noisy input
+    itself: mean squared errors over every value of the loss target (the normalised pixels), the
+    noise drawn from `seed`. Returns {"mse", "noisy_input_mse", "ratio"}."""
+    denoiser.eval().to(device)
+    mae, generator = denoiser.mae, torch.Generator().manual_seed(seed)
+    totals = torch.zeros(3)  # squared error of the model, of the noisy input, and the number of values
+    for imgs, _ in DataLoader(dataset, batch_size=batch_size):
+        imgs = imgs.to(device)
+        noisy = denoiser.corrupt(imgs, torch.randn(imgs.shape, generator=generator).to(device))
+        target = mae.loss_target(imgs)
+        totals += torch.stack([((denoiser.denoise(noisy).float() - target) ** 2).sum(),
+                               ((mae.loss_target(noisy) - target) ** 2).sum(), torch.tensor(target.numel())]).cpu()  # fmt: skip
+    mse, noisy_mse = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+    return {"mse": mse, "noisy_input_mse": noisy_mse, "ratio": mse / noisy_mse}
+
+
 def supervised_loss(criterion, model, batch):
     inputs, labels = batch
     return criterion(model(inputs), labels)

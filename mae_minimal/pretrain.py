@@ -22,19 +22,23 @@ from torch.utils.data import DataLoader
 from mae_minimal import distributed
 from mae_minimal.checkpoint import model_config
 from mae_minimal.data import normalization
+from mae_minimal.denoising import DenoisingAutoencoder, pixel_noise
 from mae_minimal.masking import MASKINGS, masking_noise, num_kept
 from mae_minimal.optim import lr_at, param_groups, set_lr
 from mae_minimal.sampler import ResumableDistributedSampler, SeededItems
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+OBJECTIVES = ("mae", "denoise")  # remove patches (the paper), or add Gaussian noise to every pixel (denoising.py)
 
 
 @dataclass
 class PretrainConfig:
     """Everything that decides what a pretraining run computes (train.py's flags of the same names)."""
 
+    objective: str = "mae"  # mae | denoise (a classical denoising autoencoder; masking is then unused)
     mask_ratio: float = 0.75
     masking: str = "random"  # random | block | grid: how the removed patches are chosen
+    dae_noise_std: float = 0.75  # denoise: the noise's std, in the units of the normalised images
     batch_size: int = 32  # images per process per micro-step
     accum_iter: int = 1  # micro-steps per optimizer step
     epochs: int = 10
@@ -69,10 +73,16 @@ def check_config(config, num_patches, grid_size):
     lr_name, lr = ("lr", config.lr) if config.lr is not None else ("blr", config.blr)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"--{lr_name} must be a positive number, got {lr}")
-    if config.masking not in MASKINGS:
-        raise ValueError(f"--masking must be one of {', '.join(MASKINGS)}, got {config.masking!r}")
     if config.precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    if config.objective not in OBJECTIVES:
+        raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
+    if config.objective == "denoise":
+        if not (math.isfinite(config.dae_noise_std) and config.dae_noise_std > 0):
+            raise ValueError(f"--dae_noise_std must be a positive number, got {config.dae_noise_std}")
+        return
+    if config.masking not in MASKINGS:
+        raise ValueError(f"--masking must be one of {', '.join(MASKINGS)}, got {config.masking!r}")
     if num_kept(num_patches, config.mask_ratio) == num_patches:
         raise ValueError(f"--mask_ratio {config.mask_ratio} removes no patch: there would be nothing to learn")
     masking_noise(config.masking, grid_size, config.mask_ratio)  # checks the ratio suits the masking
@@ -119,6 +129,13 @@ def mae_loss(mask_ratio, model, batch):
     return loss
 
 
+def denoising_loss(model, batch):
+    """The loss of a DenoisingAutoencoder on a batch (images, labels, pixel noise)."""
+    imgs, _, eps = batch
+    loss, _ = model(imgs, eps)
+    return loss
+
+
 class Hooks:
     """What a run does besides training. Here every hook does nothing; train.py's writes files."""
 
@@ -153,10 +170,14 @@ def ignore_stop_signals(worker_id):
 
 
 def make_loader(dataset, model, config, context):
-    """Batches of (images, labels, masking noise); each process gets its share of every epoch."""
+    """Batches of (images, labels, noise): the masking noise (N, L), or for the denoise objective
+    the pixel noise (N, C, H, W). Each process gets its share of every epoch."""
     sampler = ResumableDistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank,
                                           shuffle=True, seed=config.seed, drop_last=True)  # fmt: skip
-    noise_of = partial(masking_noise, config.masking, model.grid_size, config.mask_ratio)
+    if config.objective == "denoise":
+        noise_of = partial(pixel_noise, (model.patch_embed.in_chans, *model.patch_embed.img_size))
+    else:
+        noise_of = partial(masking_noise, config.masking, model.grid_size, config.mask_ratio)
     loader = DataLoader(
         SeededItems(dataset, noise_of, config.seed),
         batch_size=config.batch_size,
@@ -224,7 +245,8 @@ class Schedule:
 
 
 def pretrain(model, dataset, config, context=None, hooks=None, resume=None):
-    """Pretrain `model` (a MaskedAutoencoderViT) on `dataset` of (image, label) pairs.
+    """Pretrain `model` (a MaskedAutoencoderViT) on `dataset` of (image, label) pairs, with the MAE
+    objective or (config.objective "denoise") as a denoising autoencoder.
 
     context: distributed.Context (default: this process alone, on the model's device); resume: a
     training_state to continue from. Returns a PretrainResult.
@@ -233,7 +255,11 @@ def pretrain(model, dataset, config, context=None, hooks=None, resume=None):
     hooks, device = hooks or Hooks(), context.device
     check_config(config, model.patch_embed.num_patches, model.grid_size)
     model.to(device).train()
-    forward = torch.compile(model) if config.compile else model
+    if config.objective == "denoise":
+        objective, loss_fn = DenoisingAutoencoder(model, config.dae_noise_std), denoising_loss
+    else:
+        objective, loss_fn = model, partial(mae_loss, config.mask_ratio)
+    forward = torch.compile(objective) if config.compile else objective
     if context.is_distributed:
         forward = DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
     sampler, loader = make_loader(dataset, model, config, context)
@@ -242,7 +268,7 @@ def pretrain(model, dataset, config, context=None, hooks=None, resume=None):
                                   fused=device.type == "cuda")  # fmt: skip
     autocast, scaler = autocast_and_scaler(config.precision, device)
     step = restore(resume, model, optimizer, scaler, device) if resume is not None else 0
-    loss_fn, log, losses, started = partial(mae_loss, config.mask_ratio), [], [], time.perf_counter()
+    log, losses, started = [], [], time.perf_counter()
 
     def save():
         finite_mean(sum(losses, torch.zeros((), device=device)), step, context)

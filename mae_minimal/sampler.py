@@ -3,7 +3,7 @@
 Two pieces:
   ResumableDistributedSampler: a DistributedSampler (each rank its share of a per-epoch shuffle)
     that can start an epoch part-way through, and that yields (epoch, index) pairs;
-  SeededItems: a dataset wrapper that fixes each item's random augmentation and masking noise by
+  SeededItems: a dataset wrapper that fixes each item's random augmentation and noise (masking or pixel) by
     (seed, epoch, index), whichever rank or worker process loads it.
 Together they make a run independent of where it was stopped, of the number of data-loading
 workers, and of how the global batch is split over ranks.
@@ -40,10 +40,11 @@ def seeded_item(dataset, index, seed):
 
 
 class SeededItems(Dataset):
-    """Item (epoch, index) -> (image, label, noise): the image augmented, and the masking noise
-    (L,) drawn, from a generator seeded by (seed, epoch, index).
+    """Item (epoch, index) -> (image, label, noise): the image augmented, and its noise drawn, from
+    a generator seeded by (seed, epoch, index).
 
-    noise_of(generator=...) -> (1, L): the masking strategy (masking.masking_noise).
+    noise_of(generator=...) -> (1, ...): the masking noise (1, L) of a masking strategy
+    (masking.masking_noise), or a denoising autoencoder's pixel noise (1, C, H, W).
     """
 
     def __init__(self, dataset, noise_of, seed):

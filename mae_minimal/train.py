@@ -28,14 +28,15 @@ import torch
 from mae_minimal import distributed
 from mae_minimal.checkpoint import read_checkpoint, save_checkpoint
 from mae_minimal.data import DATASETS, DataError, build_dataset, normalization
-from mae_minimal.evaluate import reconstruction_errors
+from mae_minimal.denoising import DenoisingAutoencoder, pixel_noise
+from mae_minimal.evaluate import denoising_errors, reconstruction_errors
 from mae_minimal.factories import MAE_MODELS, create_model
 from mae_minimal.masking import MASKINGS
 from mae_minimal.model import DECODER_POS_EMBED_CHOICES
-from mae_minimal.pretrain import PRECISIONS, Hooks, PretrainConfig, Schedule, check_config, pretrain
+from mae_minimal.pretrain import OBJECTIVES, PRECISIONS, Hooks, PretrainConfig, Schedule, check_config, pretrain
 from mae_minimal.run_log import RunLog
 from mae_minimal.sampler import seeded_item
-from mae_minimal.visualize import reconstruction_rows, save_reconstruction_grid
+from mae_minimal.visualize import denoising_rows, reconstruction_rows, save_reconstruction_grid
 
 CHECKPOINT = "checkpoint.pth"
 NUM_SHOWN = 8  # held-out images in reconstructions.png
@@ -61,6 +62,10 @@ def get_args_parser():
         "its positions: all tokens (the paper), mask tokens only, or none (an ablation)")  # fmt: skip
     add("--encoder_sees_mask_tokens", action="store_true", help="an ablation: the encoder processes all "
         "patches with a mask token in the removed ones (paper Table 1c)")  # fmt: skip
+    add("--objective", default="mae", choices=OBJECTIVES, help="mae: remove patches; denoise: a classical "
+        "denoising autoencoder, Gaussian noise on every pixel (the masking flags are then unused)")  # fmt: skip
+    add("--dae_noise_std", type=float, default=0.75, help="denoise: the noise's std, in the units of the "
+        "normalised images (0.75 is 0.26 in pixel values for Fashion-MNIST)")  # fmt: skip
     add("--batch_size", type=int, default=64, help="images per GPU (or process) per micro-step")
     add("--accum_iter", type=int, default=1, help="micro-steps accumulated into one optimizer step")
     add("--epochs", type=int, default=1)
@@ -182,10 +187,14 @@ class RunFiles(Hooks):
 
     def epoch_done(self, model, step):
         if self.context.is_main:
-            device = next(model.parameters()).device
-            noise = torch.rand(len(self.shown), model.patch_embed.num_patches, generator=torch.Generator().manual_seed(0))
-            rows = reconstruction_rows(model, self.shown.to(device), self.args.mask_ratio, noise.to(device),
-                                       normalization(self.args.dataset))  # fmt: skip
+            device, generator = next(model.parameters()).device, torch.Generator().manual_seed(0)
+            shown, stats = self.shown.to(device), normalization(self.args.dataset)
+            if self.args.objective == "denoise":
+                eps = pixel_noise(shown.shape[1:], len(shown), generator).to(device)
+                rows = denoising_rows(DenoisingAutoencoder(model, self.args.dae_noise_std), shown, eps, stats)
+            else:
+                noise = torch.rand(len(shown), model.patch_embed.num_patches, generator=generator)
+                rows = reconstruction_rows(model, shown, self.args.mask_ratio, noise.to(device), stats)
             save_reconstruction_grid(rows, self.output_dir / "reconstructions.png")
 
     def stop_requested(self):
@@ -194,11 +203,20 @@ class RunFiles(Hooks):
 
     def held_out_errors(self, model, step):
         """At the end of a run: the masked-patch MSE on the held-out images against the visible-mean
-        fill (evaluate.reconstruction_errors), printed and logged. Not for norm_pix_loss models."""
+        fill (evaluate.reconstruction_errors), printed and logged; for a denoising autoencoder, the
+        MSE of its output against that of the noisy input. Not for norm_pix_loss models."""
         if not self.context.is_main or model.norm_pix_loss:
             return
-        errors = reconstruction_errors(model, self.held_out, self.args.mask_ratio, self.args.masking,
-                                       device=next(model.parameters()).device)  # fmt: skip
+        device = next(model.parameters()).device
+        if self.args.objective == "denoise":
+            denoiser = DenoisingAutoencoder(model, self.args.dae_noise_std)
+            errors = denoising_errors(denoiser, self.held_out, device=device)
+            self.run_log.write({"step": step, "held_out_mse": errors["mse"],
+                                "noisy_input_mse": errors["noisy_input_mse"], "mse_ratio": errors["ratio"]})  # fmt: skip
+            print(f"held-out MSE of the denoised images {errors['mse']:.4f}, of the noisy input "
+                  f"{errors['noisy_input_mse']:.4f} (ratio {errors['ratio']:.3f}) on {len(self.held_out)} images")  # fmt: skip
+            return
+        errors = reconstruction_errors(model, self.held_out, self.args.mask_ratio, self.args.masking, device=device)
         self.run_log.write({"step": step, "held_out_mse": errors["mse"],
                             "visible_mean_mse": errors["visible_mean_mse"], "mse_ratio": errors["ratio"]})  # fmt: skip
         print(f"held-out masked-patch MSE {errors['mse']:.4f}, visible-mean fill {errors['visible_mean_mse']:.4f} "

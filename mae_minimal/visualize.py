@@ -1,5 +1,6 @@
 """Pictures of what the MAE does: original, masked input, reconstruction, and the
-reconstruction with the visible patches pasted back, one column per image."""
+reconstruction with the visible patches pasted back, one column per image (and, for a denoising
+autoencoder, original, noisy input and output)."""
 
 import os
 
@@ -31,8 +32,17 @@ def reconstruction_rows(model, imgs, mask_ratio=0.75, noise=None, normalization=
     return torch.stack([original, masked, reconstruction, pasted])
 
 
+@torch.no_grad()
+def denoising_rows(denoiser, imgs, eps, normalization=(IMAGENET_MEAN, IMAGENET_STD)):
+    """imgs, eps: (N, C, H, W), imgs normalised, eps standard normal -> (3, N, C, H, W) in [0, 1]:
+    original, noisy input (clamped for display), and the DenoisingAutoencoder's output."""
+    noisy = denoiser.corrupt(imgs, eps)
+    output = denoiser.mae.unpatchify(denoiser.denoise(noisy)).float()
+    return torch.stack([denormalize(x, *normalization) for x in (imgs, noisy, output)])
+
+
 def save_reconstruction_grid(rows, path):
-    """Save (4, N, C, H, W) rows as one PNG, written whole (a temporary file, then a rename)."""
+    """Save (R, N, C, H, W) rows as one PNG, written whole (a temporary file, then a rename)."""
     grid = make_grid(rows.flatten(0, 1).cpu(), nrow=rows.shape[1], padding=2, pad_value=1.0)
     temporary = f"{path}.tmp.png"
     save_image(grid, temporary)

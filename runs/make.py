@@ -9,7 +9,8 @@
 A run is its command (RUNS below, the flags of mae_minimal/train.py). It leaves in runs/NAME/:
   weights.pth        the model in fp16 with its configuration (mae_minimal.load_model reads it)
   log.jsonl          train.py's log
-  metrics.json       masked-patch MSE on the held-out split against a trivial fill (evaluate.reconstruction_errors)
+  metrics.json       masked-patch MSE on the held-out split against a trivial fill (evaluate.reconstruction_errors;
+                     for a denoising autoencoder, its output's MSE against the noisy input's: denoising_errors)
   reconstructions.png  train.py's picture of held-out images at the end
   manifest.json      the exact command, commit, torch version, machine, threads and wall time
   evaluation.json    with --evaluate: held-out top-1 of its encoder fine-tuned on 1,000 labels and
@@ -32,7 +33,8 @@ import torch
 from mae_minimal import load_model
 from mae_minimal.checkpoint import read_checkpoint
 from mae_minimal.data import build_dataset
-from mae_minimal.evaluate import evaluate_encoder, evaluation_sets, reconstruction_errors
+from mae_minimal.denoising import DenoisingAutoencoder
+from mae_minimal.evaluate import denoising_errors, evaluate_encoder, evaluation_sets, reconstruction_errors
 from mae_minimal.train import main as train_main
 
 RUNS_DIR = Path(__file__).resolve().parent
@@ -63,9 +65,12 @@ RUNS = {
     "random_75_seed1": [*PART2[:-6], "--seed", "1", *PART2[-4:], "--masking", "random", "--mask_ratio", "0.75"],
     "decoder_pos_mask_seed1": [*PART2[:-6], "--seed", "1", *PART2[-4:], "--masking", "random", "--mask_ratio",
                                "0.75", "--decoder_pos_embed_to", "mask"],  # fmt: skip
-    # Chapter 5: norm-pix targets (paper Table 1d); chapter 12, not made yet: [M] in the encoder (Table 1c).
+    # Chapter 5: norm-pix targets (paper Table 1d).
     "norm_pix_75": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--norm_pix_loss"],
+    # Chapter 12: [M] in the encoder (paper Table 1c), and a classical denoising autoencoder, both
+    # against random_75 with the same architecture, data and steps.
     "encoder_mask_tokens": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--encoder_sees_mask_tokens"],
+    "denoising": [*PART2, "--objective", "denoise", "--dae_noise_std", "0.75"],
 }
 
 # The shared evaluation of every run's encoder (and of random_init, the same encoder untrained).
@@ -92,7 +97,10 @@ def keep_results(name, output_dir, seconds, started_at_commit):
     args = checkpoint["args"]
     model = load_model(run_dir / "weights.pth")
     held_out = build_dataset(args["dataset"], "val", model.patch_embed.img_size[0], args["data_path"], augment=False)
-    errors = reconstruction_errors(model, held_out, args["mask_ratio"], args["masking"])
+    if args.get("objective") == "denoise":
+        errors = denoising_errors(DenoisingAutoencoder(model, args["dae_noise_std"]), held_out)
+    else:
+        errors = reconstruction_errors(model, held_out, args["mask_ratio"], args["masking"])
     losses = [r["loss"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "loss" in r]
     metrics = {"held_out_images": len(held_out), **errors, "final_train_loss": losses[-1]}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

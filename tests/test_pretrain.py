@@ -144,6 +144,8 @@ def test_load_model_rebuilds_the_model_a_run_saved_without_being_told_which(tiny
         (dict(batch_size=0), "--batch_size must be at least 1"),
         (dict(blr=float("nan")), "--blr must be a positive number"),
         (dict(precision="fp8"), "--precision must be one of"),
+        (dict(objective="inpaint"), "--objective must be one of"),
+        (dict(objective="denoise", dae_noise_std=0.0), "--dae_noise_std must be a positive number"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_before_any_step(tiny_mae, photos, change, message):
