@@ -20,6 +20,9 @@ MINI_32PX = dict(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3)
 MINI_64PX = dict(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3)
 # The book's model: 28x28 grey images (Fashion-MNIST) in 49 patches of 4x4, small enough for a CPU.
 NANO_28PX = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=4, num_heads=4)
+# Half and twice its width (heads of 32 channels each), for chapter 8's scaling experiment.
+PICO_28PX = {**NANO_28PX, "embed_dim": 64, "num_heads": 2}
+MICRO_28PX = {**NANO_28PX, "embed_dim": 256, "num_heads": 8}
 PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
 MINI_DECODER = dict(decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4)
 NANO_DECODER = dict(decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4)
@@ -32,6 +35,8 @@ MAE_MODELS = {
     "mae_vit_mini_patch4_32px": {**MINI_32PX, **MINI_DECODER},
     "mae_vit_mini_patch8_64px": {**MINI_64PX, **MINI_DECODER},
     "mae_vit_nano_patch4_28px": {**NANO_28PX, **NANO_DECODER},
+    "mae_vit_pico_patch4_28px": {**PICO_28PX, **NANO_DECODER},
+    "mae_vit_micro_patch4_28px": {**MICRO_28PX, **NANO_DECODER},
 }
 CLASSIFIERS = {
     "vit_base_patch16": BASE,
@@ -40,6 +45,8 @@ CLASSIFIERS = {
     "vit_mini_patch4_32px": MINI_32PX,
     "vit_mini_patch8_64px": MINI_64PX,
     "vit_nano_patch4_28px": NANO_28PX,
+    "vit_pico_patch4_28px": PICO_28PX,
+    "vit_micro_patch4_28px": MICRO_28PX,
 }
 
 

@@ -41,7 +41,7 @@ class PretrainConfig:
     dae_noise_std: float = 0.75  # denoise: the noise's std, in the units of the normalised images
     batch_size: int = 32  # images per process per micro-step
     accum_iter: int = 1  # micro-steps per optimizer step
-    epochs: int = 10
+    epochs: float = 10  # may be fractional: the run is round(epochs * steps an epoch) steps
     max_steps: int | None = None  # stop early; the schedule stays that of `epochs`
     blr: float = 2e-3  # lr = blr * effective batch / 256
     lr: float | None = None  # an absolute lr instead of blr
@@ -62,11 +62,13 @@ class PretrainConfig:
 
 def check_config(config, num_patches, grid_size):
     """Raise a ValueError naming the first setting that cannot work."""
-    positive = dict(batch_size=config.batch_size, accum_iter=config.accum_iter, epochs=config.epochs,
-                    log_every=config.log_every, max_steps=config.max_steps or 1)  # fmt: skip
+    positive = dict(batch_size=config.batch_size, accum_iter=config.accum_iter, log_every=config.log_every,
+                    max_steps=config.max_steps or 1)  # fmt: skip
     for name, value in positive.items():
         if value < 1:
             raise ValueError(f"--{name} must be at least 1, got {value}")
+    if not (math.isfinite(config.epochs) and config.epochs > 0):
+        raise ValueError(f"--epochs must be a positive number, got {config.epochs}")
     for name in ("num_workers", "save_every", "weight_decay", "min_lr", "warmup_epochs"):
         if not getattr(config, name) >= 0:
             raise ValueError(f"--{name} must be at least 0, got {getattr(config, name)}")
@@ -236,7 +238,7 @@ class Schedule:
     def of(cls, config, batches_per_epoch, world_size):
         lr = config.lr if config.lr is not None else config.blr * config.effective_batch(world_size) / 256
         steps_per_epoch = batches_per_epoch // config.accum_iter
-        total_steps = config.epochs * steps_per_epoch
+        total_steps = max(1, round(config.epochs * steps_per_epoch))
         last_step = min(total_steps, config.max_steps or total_steps)
         return cls(lr, steps_per_epoch, total_steps, last_step, round(config.warmup_epochs * steps_per_epoch))
 

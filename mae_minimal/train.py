@@ -68,7 +68,7 @@ def get_args_parser():
         "normalised images (0.75 is 0.26 in pixel values for Fashion-MNIST)")  # fmt: skip
     add("--batch_size", type=int, default=64, help="images per GPU (or process) per micro-step")
     add("--accum_iter", type=int, default=1, help="micro-steps accumulated into one optimizer step")
-    add("--epochs", type=int, default=1)
+    add("--epochs", type=float, default=1, help="passes over the data; may be fractional (1.5)")
     add("--max_steps", type=int, default=None, help="stop after this many optimizer steps (schedule unchanged)")
     add(
         "--blr",

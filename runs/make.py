@@ -44,6 +44,16 @@ THREADS = 1  # one thread: the run shares the machine's two cores well with othe
 PART2 = ["--model", "mae_vit_nano_patch4_28px", "--dataset", "fashion_mnist", "--batch_size", "128", "--epochs", "4",
          "--warmup_epochs", "0.5", "--blr", "3e-3", "--weight_decay", "0.05", "--seed", "0", "--num_workers", "0",
          "--log_every", "10"]  # fmt: skip
+
+
+def part2_with(**changes):
+    """PART2 with some of its flags' values changed: part2_with(epochs="8")."""
+    flags = list(PART2)
+    for name, value in changes.items():
+        flags[flags.index(f"--{name}") + 1] = value
+    return flags
+
+
 RUNS = {
     # The book's reference MAE: Fashion-MNIST, 75% random masking, pixel loss.
     "fashion_mnist": ["--model", "mae_vit_nano_patch4_28px", "--dataset", "fashion_mnist", "--mask_ratio", "0.75",
@@ -71,6 +81,12 @@ RUNS = {
     # against random_75 with the same architecture, data and steps.
     "encoder_mask_tokens": [*PART2, "--masking", "random", "--mask_ratio", "0.75", "--encoder_sees_mask_tokens"],
     "denoising": [*PART2, "--objective", "denoise", "--dae_noise_std", "0.75"],
+    # Chapter 8: half and twice random_75's width at its training FLOPs (twice and 1/3 its epochs:
+    # their steps cost 0.50x and 3.0x), each warmed up for the first 1/8 of its steps.
+    "scale_pico": [*part2_with(model="mae_vit_pico_patch4_28px", epochs="8", warmup_epochs="1"), "--masking",
+                   "random", "--mask_ratio", "0.75"],  # fmt: skip
+    "scale_micro": [*part2_with(model="mae_vit_micro_patch4_28px", epochs="1.3333", warmup_epochs="0.1667"),
+                    "--masking", "random", "--mask_ratio", "0.75"],  # fmt: skip
 }
 
 # The shared evaluation of every run's encoder (and of random_init, the same encoder untrained).

@@ -63,6 +63,13 @@ def test_the_lr_is_blr_times_the_effective_batch_over_256_unless_given():
     assert Schedule.of(PretrainConfig(epochs=3, max_steps=7), 10, 1).last_step == 7
 
 
+def test_a_fractional_number_of_epochs_runs_that_share_of_the_steps(tiny_mae, photos):
+    schedule = Schedule.of(PretrainConfig(epochs=4 / 3, warmup_epochs=1 / 6), batches_per_epoch=468, world_size=1)
+    assert (schedule.total_steps, schedule.last_step, schedule.warmup_steps) == (624, 624, 78)
+    result = pretrain(tiny_mae(), photos, PretrainConfig(**{**FAST, "epochs": 1.5}))
+    assert result.step == 9 and [r["step"] for r in result.log][-1] == 9  # 6 steps an epoch
+
+
 def test_a_run_logs_every_step_and_its_lr_warms_up_then_decays(tiny_mae, photos):
     result = pretrain(tiny_mae(), photos, PretrainConfig(**FAST))
     assert [r["step"] for r in result.log] == list(range(1, 13)) and not result.stopped
@@ -142,6 +149,7 @@ def test_load_model_rebuilds_the_model_a_run_saved_without_being_told_which(tiny
         (dict(masking="grid", mask_ratio=0.6), "grid masking keeps one patch"),
         (dict(masking="spiral"), "--masking must be one of"),
         (dict(batch_size=0), "--batch_size must be at least 1"),
+        (dict(epochs=0), "--epochs must be a positive number"),
         (dict(blr=float("nan")), "--blr must be a positive number"),
         (dict(precision="fp8"), "--precision must be one of"),
         (dict(objective="inpaint"), "--objective must be one of"),

@@ -200,7 +200,7 @@ def bad_input_cases(write_image_folder, tmp_path):
         ),
         "resume with another schedule": (
             ["--epochs", 5, "--resume", other_model / "checkpoint.pth", "--model", "mae_vit_mini_patch8_64px"],
-            r"other settings \(--epochs 3 -> 5\)",
+            r"other settings \(--epochs 3.0 -> 5.0\)",
         ),
         "truncated checkpoint": (["--resume", truncated], "is not a readable checkpoint"),
         "nothing removed": (["--mask_ratio", 0], "removes no patch"),
