@@ -162,10 +162,11 @@ def implementations(args, device, model_name):
     peak = bf16_peak_tflops(device, args.peak_tflops)
     rows, flops = [], {}
     for compile_model in compile_options:  # uncompiled first: its FLOP counts hold for both
-        steppers = {v: Stepper(v, model_name, args.batch_size, device, compile_model) for v in VARIANTS}
+        variants = args.compiled_variants if compile_model else VARIANTS
+        steppers = {v: Stepper(v, model_name, args.batch_size, device, compile_model) for v in variants}
         flops = flops or {v: steppers[v].flops_per_step() for v in VARIANTS}
         timings = interleaved_timings(steppers, args.repeats, args.steps, args.warmup_steps)
-        for variant in VARIANTS:
+        for variant in variants:
             seconds = statistics.median(timings[variant])
             memory = steppers[variant].peak_memory_gb if device.type == "cuda" else (
                 cpu_peak_memory_gb(variant, model_name, args.batch_size))  # fmt: skip
@@ -245,7 +246,7 @@ def ratios(results):
     by_key = {(r["model"], r["variant"], r["compile"]): r["images_per_s"] for r in results["implementations"]}
     out = {}
     for (model, variant, compiled), speed in by_key.items():
-        if variant != "mae_minimal":
+        if variant != "mae_minimal" and (model, "mae_minimal", compiled) in by_key:
             ours = by_key[(model, "mae_minimal", compiled)]
             out[f"{model} mae_minimal / {variant}{' (compiled)' if compiled else ''}"] = ours / speed
     depth = {(r["variant"], r["decoder_depth"]): r["seconds_per_step"] for r in results["decoder_depth"]}
@@ -267,6 +268,8 @@ def get_args_parser():
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks per variant; the median is reported")
     parser.add_argument("--warmup_steps", type=int, default=None, help="default: 1 on a CPU, 5 on a GPU")
     parser.add_argument("--no_compile", action="store_true", help="on a GPU, skip the torch.compile runs")
+    parser.add_argument("--compiled_variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                        help="on a GPU, the variants also timed compiled (each compile takes a minute or more)")
     parser.add_argument("--no_sweeps", action="store_true", help="skip the mask-ratio and decoder-depth sweeps")
     parser.add_argument("--peak_tflops", type=float, default=None, help="the chip's dense bf16 peak, for MFU")
     parser.add_argument("--output_dir", default=None, help="default: benchmarks/results/train_step_<device>")
@@ -295,15 +298,21 @@ def main(argv=None):
         "implementations": [], "mask_ratio": [], "decoder_depth": [],
     }  # fmt: skip
     print(results["machine"], flush=True)
-    for size in args.models:
+    for size in args.models:  # the results so far are written after each part: a cut-off run keeps them
         results["implementations"] += implementations(args, device, MODELS[size])
+        write_results(results, output_dir)
     if not args.no_sweeps:
         results["mask_ratio"], results["decoder_depth"] = sweeps(args, device)
+    print(write_results(results, output_dir))
+
+
+def write_results(results, output_dir):
+    """Write results.json and summary.md (with the ratios of what has been measured); returns the summary."""
     results["ratios"] = ratios(results)
     (output_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     text = summary(results)
     (output_dir / "summary.md").write_text(text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":
