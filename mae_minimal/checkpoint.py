@@ -6,8 +6,9 @@ What loads into what:
   - a ViTClassifier takes a full MAE or an encoder-only checkpoint (the decoder is dropped, the
     head and fc_norm start fresh) or a fine-tuned classifier (a head for another number of
     classes is dropped too).
-Positional embeddings are resized when the checkpoint was trained at another image size. Any
-other mismatch is an error that names it.
+Positional embeddings are resized when the checkpoint was trained at another patch grid: its
+(rows, cols) is read off its model_config, or, for files without one (the official ones), taken as
+square. Any other mismatch is an error that names it.
 
 Checkpoints written by mae_minimal also carry the model's configuration ("model_config": its class
 and constructor arguments), so `load_model(path)` rebuilds the model without being told which.
@@ -16,6 +17,7 @@ and constructor arguments), so `load_model(path)` rebuilds the model without bei
 import os
 import pickle
 import re
+import zipfile
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from torch import nn
 
 from mae_minimal.classifier import NEW_HEAD_KEYS, ViTClassifier
 from mae_minimal.model import MaskedAutoencoderViT
+from mae_minimal.patches import grid_shape
 from mae_minimal.pos_embed import resize_pos_embed
 
 # what a classifier leaves out of an MAE: the decoder, its mask token, and the encoder's own mask
@@ -44,6 +47,8 @@ def read_checkpoint(path, weights_only=True):
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as error:
+        if not zipfile.is_zipfile(path):  # what torch.save writes
+            raise ValueError(f"{path} is not a readable checkpoint (truncated or another kind of file)") from None
         if "Weights only load failed" not in str(error):
             raise ValueError(f"{path} is not a readable checkpoint ({str(error).splitlines()[0]})") from None
         raise ValueError(
@@ -100,20 +105,37 @@ def check_same_architecture(checkpoint, model_state):
         )
 
 
+def checkpoint_grid(checkpoint, name, num_patches):
+    """The (rows, cols) of the patch grid of positional table `name` (num_patches positions) in a
+    checkpoint: the one its model_config says, else the square one (as in the official files)."""
+    if isinstance(checkpoint, dict) and "model_config" in checkpoint:
+        kwargs = checkpoint["model_config"]["kwargs"]
+        height, width = (kwargs["img_size"],) * 2 if isinstance(kwargs["img_size"], int) else kwargs["img_size"]
+        return grid_shape((height, width), kwargs["patch_size"])
+    side = round(num_patches**0.5)
+    if side * side != num_patches:
+        raise ValueError(
+            f"the checkpoint's {name} has {num_patches} positions, not a square grid, and the checkpoint "
+            f"does not say its (rows, cols): load the whole checkpoint file (it carries model_config), "
+            f"not only its state_dict"
+        )
+    return side, side
+
+
 def load_checkpoint(model, source, weights_only=True):
     """Load `source` (a path or a state_dict, see read_state_dict) into `model`, checked.
 
     Returns the model.
     """
-    state_dict = dict(read_state_dict(source, weights_only))
+    checkpoint = read_checkpoint(source, weights_only) if isinstance(source, (str, Path)) else source
+    state_dict = dict(read_state_dict(checkpoint))
     model_state = model.state_dict()
     check_same_architecture(state_dict, model_state)
 
-    grid_size = model.grid_size
     for name in ("pos_embed", "decoder_pos_embed"):
-        if name in state_dict and name in model_state and state_dict[name].shape != model_state[name].shape:
-            side = round((state_dict[name].shape[1] - 1) ** 0.5)
-            state_dict[name] = resize_pos_embed(state_dict[name], (side, side), grid_size)
+        if name in state_dict and name in model_state:
+            grid = checkpoint_grid(checkpoint, name, state_dict[name].shape[1] - 1)
+            state_dict[name] = resize_pos_embed(state_dict[name], grid, model.grid_size)
 
     is_classifier = "head.weight" in model_state
     if is_classifier:
@@ -195,11 +217,16 @@ def load_model(source):
 
 def save_checkpoint(state, path):
     """torch.save(state, path) written whole or not at all: a temporary file, synced to disk,
-    then renamed over `path`, so that a kill mid-write leaves the previous checkpoint intact."""
+    then renamed over `path`, so that a kill mid-write leaves the previous checkpoint intact,
+    and a failed write (a full disk) leaves nothing behind."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
+        try:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        except BaseException:
+            temporary.unlink()
+            raise
     os.replace(temporary, path)

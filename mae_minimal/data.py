@@ -11,13 +11,17 @@ Offline, with nothing to download (they ship inside scikit-image and scikit-lear
 With a download or a folder of your own:
   cifar10, cifar100   through torchvision, downloaded to --data_path when the network allows
   imagefolder         any folder of class subfolders (ImageNet, Imagenette...): `train/` and
-                      `val/` when present, else a fixed 10% of the images is held out
+                      `val/` when present, else a fixed 10% of the images is held out. Its first
+                      1,000 images are decoded before anything starts (a folder of broken files is
+                      refused at once); an unreadable image met later is replaced by the next
+                      readable one, with a warning naming it
 
 Every dataset yields (image, label), the image a (C, H, W) tensor normalised with the mean and
 std that `normalization(name)` gives: the ImageNet ones for every colour dataset.
 """
 
 import gzip
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -261,13 +265,18 @@ def cifar(name, root, train, transform):
 
 
 class CheckedImageFolder(tv_datasets.ImageFolder):
-    """ImageFolder whose unreadable images raise a DataError that names the file."""
+    """ImageFolder that carries on past a bad file: an unreadable image (truncated, corrupt) is
+    replaced by the next readable one in file order, with a one-line warning naming it on stderr."""
 
     def __getitem__(self, index):
-        try:
-            return super().__getitem__(index)
-        except (OSError, ValueError) as error:
-            raise DataError(f"cannot read image {self.samples[index][0]}: {error}") from None
+        for offset in range(len(self)):
+            replacement = (index + offset) % len(self)
+            try:
+                return super().__getitem__(replacement)
+            except (OSError, ValueError) as error:
+                print(f"warning: skipped unreadable image {self.samples[replacement][0]} ({error}); "
+                      f"remove or replace it", file=sys.stderr)  # fmt: skip
+        raise DataError(f"no image in {self.root} can be read")
 
 
 def image_folder(root, split, transform):
@@ -284,10 +293,10 @@ def image_folder(root, split, transform):
         raise DataError(
             f"found no images in {folder} ({error}); expected class subfolders of image files"
         ) from None
-    for path, _ in dataset.samples[:1000]:  # catch a folder of broken files early
+    for path, _ in dataset.samples[:1000]:  # refuse a folder of broken files at once (later ones are skipped)
         try:
             with Image.open(path) as image:
-                image.verify()
+                image.load()  # decoded in full: verify() misses a truncated file
         except Exception as error:
             raise DataError(f"cannot read image {path}: {error}") from None
     if has_splits:

@@ -41,13 +41,18 @@ def setup(device_name):
     return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
 
 
-def mean_over_ranks(value, context):
-    """The mean of a float (or 0-d tensor) over all ranks, as a float."""
-    tensor = torch.as_tensor(value, dtype=torch.float32, device=context.device)
+def average_over_ranks(tensor, context):
+    """The element-wise mean of a tensor over all ranks, as a new float32 tensor on the context's device."""
+    tensor = tensor.to(context.device, torch.float32, copy=True)
     if context.is_distributed:
         dist.all_reduce(tensor)
         tensor /= context.world_size
-    return tensor.item()
+    return tensor
+
+
+def mean_over_ranks(value, context):
+    """The mean of a float (or 0-d tensor) over all ranks, as a float."""
+    return average_over_ranks(torch.as_tensor(value), context).item()
 
 
 def any_rank(flag, context):

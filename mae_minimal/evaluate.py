@@ -15,6 +15,7 @@ paper's RandAugment, mixup and cutmix recipe is sized for ImageNet.
 
 import argparse
 import json
+import math
 import sys
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ from mae_minimal.data import DATASETS, DataError, build_dataset, num_classes
 from mae_minimal.factories import CLASSIFIERS, LAYER_NORM
 from mae_minimal.masking import masking_noise
 from mae_minimal.optim import lr_at, param_groups
+from mae_minimal.output_dir import check_output_dir
 from mae_minimal.pretrain import train_step
 
 
@@ -298,13 +300,20 @@ def get_args_parser():
 
 def prepare(args, pool):
     """The classifier and the two splits, every argument checked and the output folder made first."""
-    for name in ("epochs", "batch_size", "train_size"):
+    for name in ("epochs", "batch_size", "train_size", "input_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name, lr in (("blr", args.blr), ("lr", args.lr)):
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"--{name} must be a positive number, got {lr}")
+    for name in ("warmup_epochs", "weight_decay"):
+        if getattr(args, name) is not None and not getattr(args, name) >= 0:
+            raise ValueError(f"--{name} must be at least 0, got {getattr(args, name)}")
+    if not 0 < args.layer_decay <= 1:
+        raise ValueError(f"--layer_decay must be in (0, 1], got {args.layer_decay}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda, but PyTorch sees no GPU here: use --device cpu")
-    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder")
+    check_output_dir(args.output_dir)
     checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint is not None else None
     image_size = encoder_of(args.model, checkpoint, args.input_size)["img_size"]
     input_size = image_size if isinstance(image_size, int) else image_size[0]
@@ -340,8 +349,13 @@ def main(argv=None):
     init = "random" if args.random_init else str(args.checkpoint)
     encoder = {k: classifier.encoder_config[k] for k in ("img_size", "patch_size", "embed_dim", "depth")}
     result.update(mode=args.mode, model=args.model, encoder=encoder, dataset=args.dataset, pool=pool, init=init)
-    (Path(args.output_dir) / f"{args.mode}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{args.mode} ({init}) on {args.dataset}: top-1 {100 * result['top1']:.2f}%")
+    print(f"{args.mode} ({init}) on {args.dataset}: top-1 {100 * result['top1']:.2f}%")  # before anything can fail
+    try:
+        (Path(args.output_dir) / f"{args.mode}.json").write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as error:
+        print(f"error: could not write the result to {args.output_dir} ({error}); it is printed above",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     return result
 
 

@@ -166,9 +166,18 @@ class PretrainResult:
 
 
 def ignore_stop_signals(worker_id):
-    """Data-loading workers leave SIGTERM and SIGINT to the main process, which saves and stops."""
+    """Data-loading workers leave SIGTERM and SIGINT to the main process, which saves and stops.
+    So they must be shut down by the run itself (shut_down_workers): at Python's exit they would be
+    sent SIGTERM and waited for, for ever."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def shut_down_workers(loader):
+    """End the data-loading processes of `loader` (persistent workers) now, however the run ends."""
+    if loader._iterator is not None:  # torch keeps the workers' iterator here, and has no public close()
+        loader._iterator._shutdown_workers()
+        loader._iterator = None
 
 
 def make_loader(dataset, model, config, context):
@@ -194,17 +203,20 @@ def make_loader(dataset, model, config, context):
     return sampler, loader
 
 
-def training_state(model, optimizer, scaler, step, steps_per_epoch, config, device, normalization):
+def training_state(model, optimizer, scaler, step, steps_per_epoch, config, device, normalization, unlogged):
     """A checkpoint: the weights, how to rebuild the model and normalise its inputs ((mean, std)),
-    and everything else needed to resume."""
+    and everything else needed to resume; unlogged: (K,) the losses of the steps since the last log
+    record, which a resumed run averages into its first one."""
     rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
     return dict(model=model.state_dict(), model_config=model_config(model), optimizer=optimizer.state_dict(),
                 scaler=scaler.state_dict() if scaler.is_enabled() else None, epoch=step // steps_per_epoch,
-                step=step, pretrain_config=asdict(config), rng=rng, normalization=normalization)  # fmt: skip
+                step=step, pretrain_config=asdict(config), rng=rng, normalization=normalization,
+                unlogged_losses=unlogged.cpu())  # fmt: skip
 
 
 def restore(state, model, optimizer, scaler, device):
-    """Load a training_state into the model, optimizer, scaler and random generators; its step."""
+    """Load a training_state into the model, optimizer, scaler and random generators. Returns its
+    step and the losses of its steps not yet logged (a list of 0-d tensors)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler.is_enabled():
@@ -212,7 +224,7 @@ def restore(state, model, optimizer, scaler, device):
     torch.set_rng_state(state["rng"]["cpu"])
     if device.type == "cuda":
         torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-    return state["step"]
+    return state["step"], list(state.get("unlogged_losses", torch.zeros(0)).to(device))
 
 
 def finite_mean(loss, step, context):
@@ -269,40 +281,48 @@ def pretrain(model, dataset, config, context=None, hooks=None, resume=None):
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=schedule.lr, betas=(0.9, 0.95),
                                   fused=device.type == "cuda")  # fmt: skip
     autocast, scaler = autocast_and_scaler(config.precision, device)
-    step = restore(resume, model, optimizer, scaler, device) if resume is not None else 0
-    log, losses, started = [], [], time.perf_counter()
+    step, losses = restore(resume, model, optimizer, scaler, device) if resume is not None else (0, [])
+    log, timed_from, started = [], step, time.perf_counter()
 
     def save():
         finite_mean(sum(losses, torch.zeros((), device=device)), step, context)
+        unlogged = distributed.average_over_ranks(torch.stack(losses) if losses else torch.zeros(0), context)
         hooks.save(training_state(model, optimizer, scaler, step, schedule.steps_per_epoch, config, device,
-                                  normalization(dataset)))  # fmt: skip
+                                  normalization(dataset), unlogged))  # fmt: skip
 
-    while step < schedule.last_step:
-        epoch, step_in_epoch = divmod(step, schedule.steps_per_epoch)
-        sampler.start_epoch(epoch, skip=step_in_epoch * config.accum_iter * config.batch_size)
-        batches = iter(loader)
-        while step < min(schedule.last_step, (epoch + 1) * schedule.steps_per_epoch):
-            micro_batches = [[t.to(device, non_blocking=True) for t in next(batches)] for _ in range(config.accum_iter)]
-            lr = schedule.lr_at(step, config.min_lr)
-            losses.append(train_step(forward, loss_fn, micro_batches, optimizer, lr, scaler, autocast))
-            step += 1
-            hooks.step_done(step)
-            if step % config.log_every == 0 or step == schedule.last_step:
-                images_per_s = len(losses) * config.effective_batch(context.world_size) / (time.perf_counter() - started)
-                loss = finite_mean(sum(losses) / len(losses), step, context)
-                log.append(dict(step=step, epoch=step / schedule.steps_per_epoch, loss=loss, lr=lr,
-                                images_per_s=images_per_s))  # fmt: skip
-                if device.type == "cuda":
-                    log[-1]["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-                hooks.log(log[-1])
-                losses, started = [], time.perf_counter()
-            if distributed.any_rank(hooks.stop_requested(), context):
-                save()
-                return PretrainResult(step, True, log)
-            end_of_epoch = step % schedule.steps_per_epoch == 0 or step == schedule.last_step
-            if end_of_epoch or (config.save_every and step % config.save_every == 0):
-                save()
-            if end_of_epoch:
-                hooks.epoch_done(model.eval(), step)
-                model.train()
+    try:
+        while step < schedule.last_step:
+            epoch, step_in_epoch = divmod(step, schedule.steps_per_epoch)
+            sampler.start_epoch(epoch, skip=step_in_epoch * config.accum_iter * config.batch_size)
+            batches = iter(loader)
+            while step < min(schedule.last_step, (epoch + 1) * schedule.steps_per_epoch):
+                micro_batches = [[t.to(device, non_blocking=True) for t in next(batches)]
+                                 for _ in range(config.accum_iter)]  # fmt: skip
+                lr = schedule.lr_at(step, config.min_lr)
+                losses.append(train_step(forward, loss_fn, micro_batches, optimizer, lr, scaler, autocast))
+                step += 1
+                hooks.step_done(step)
+                on_interval = step % config.log_every == 0
+                if on_interval or step == schedule.last_step:
+                    elapsed = time.perf_counter() - started
+                    images_per_s = (step - timed_from) * config.effective_batch(context.world_size) / elapsed
+                    loss = finite_mean(sum(losses) / len(losses), step, context)
+                    log.append(dict(step=step, epoch=step / schedule.steps_per_epoch, loss=loss, lr=lr,
+                                    images_per_s=images_per_s))  # fmt: skip
+                    if device.type == "cuda":
+                        log[-1]["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+                    hooks.log(log[-1])
+                    losses = [] if on_interval else losses  # a run resumed from here logs them again with the rest
+                    timed_from, started = step, time.perf_counter()
+                if distributed.any_rank(hooks.stop_requested(), context):
+                    save()
+                    return PretrainResult(step, True, log)
+                end_of_epoch = step % schedule.steps_per_epoch == 0 or step == schedule.last_step
+                if end_of_epoch or (config.save_every and step % config.save_every == 0):
+                    save()
+                if end_of_epoch:
+                    hooks.epoch_done(model.eval(), step)
+                    model.train()
+    finally:
+        shut_down_workers(loader)
     return PretrainResult(step, False, log)

@@ -33,6 +33,7 @@ from mae_minimal.evaluate import denoising_errors, reconstruction_errors
 from mae_minimal.factories import MAE_MODELS, create_model
 from mae_minimal.masking import MASKINGS
 from mae_minimal.model import DECODER_POS_EMBED_CHOICES
+from mae_minimal.output_dir import check_output_dir
 from mae_minimal.pretrain import OBJECTIVES, PRECISIONS, Hooks, PretrainConfig, Schedule, check_config, pretrain
 from mae_minimal.run_log import RunLog
 from mae_minimal.sampler import seeded_item
@@ -137,13 +138,12 @@ def prepare(args, context):
     config = pretrain_config(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda, but PyTorch sees no GPU here: use --device cpu")
+    check_output_dir(args.output_dir)
     torch.manual_seed(args.seed)
     model = create_model(args.model, norm_pix_loss=args.norm_pix_loss, decoder_pos_embed_to=args.decoder_pos_embed_to,
                          encoder_sees_mask_tokens=args.encoder_sees_mask_tokens,
                          **({"img_size": args.input_size} if args.input_size is not None else {}))  # fmt: skip
     check_config(config, model.patch_embed.num_patches, model.grid_size)
-    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder")
     source = resume_source(args)
     resume = read_resumable(source, args) if source is not None else None
     input_size = model.patch_embed.img_size[0]
@@ -183,7 +183,11 @@ class RunFiles(Hooks):
 
     def save(self, state):
         if self.context.is_main:
-            save_checkpoint({**state, "args": vars(self.args)}, self.output_dir / CHECKPOINT)
+            try:
+                save_checkpoint({**state, "args": vars(self.args)}, self.output_dir / CHECKPOINT)
+            except OSError as error:
+                raise OSError(f"could not write the checkpoint {self.output_dir / CHECKPOINT} ({error}); the "
+                              f"previous one, if any, is kept") from None  # fmt: skip
 
     def epoch_done(self, model, step):
         if self.context.is_main:
@@ -255,9 +259,15 @@ def train(args, context, model, dataset, config, held_out, resume):
 
 
 def fail(context, error):
-    """End the run with one clear line (printed once, by rank 0) and exit status 2."""
+    """End the run with one clear line (printed once, by rank 0) and exit status 2. An error that
+    came with a traceback in its message (from a data-loading worker) is given by its last line;
+    one of an unexpected kind is named."""
     if context.is_main:
-        print(f"error: {error}", file=sys.stderr)
+        lines = str(error).strip().splitlines()
+        message = lines[-1] if lines else ""
+        if not isinstance(error, (DataError, ValueError, OSError, FloatingPointError)):
+            message = f"{type(error).__name__}: {message}"
+        print(f"error: {message}", file=sys.stderr)
     distributed.cleanup(context)
     sys.exit(2)
 
@@ -267,11 +277,11 @@ def main(argv=None):
     context = distributed.setup(args.device)
     try:
         prepared = prepare(args, context)
-    except (DataError, ValueError, FileNotFoundError) as error:
+    except (DataError, ValueError, OSError) as error:
         fail(context, error)
     try:
         train(args, context, *prepared)
-    except FloatingPointError as error:
+    except Exception as error:  # one line, whatever it is: a bad file met mid-run, a full disk, a NaN loss...
         fail(context, error)
     distributed.cleanup(context)
 

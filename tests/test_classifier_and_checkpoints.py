@@ -10,6 +10,8 @@ from mae_minimal import (
     mae_vit_base_patch16,
     vit_base_patch16,
 )
+from mae_minimal.checkpoint import model_config
+from mae_minimal.pos_embed import resize_pos_embed
 
 
 def encoder_only(state_dict):
@@ -110,3 +112,37 @@ def test_describe_architecture_reads_the_sizes_off_a_state_dict(tiny_mae):
         embed_dim=32, in_chans=3, patch_size=8, mlp_hidden_dim=128, depth=2,
         decoder_depth=1, decoder_embed_dim=16, decoder_pred_dim=192,
     )  # fmt: skip
+
+
+def full_checkpoint(model):
+    return {"model": model.state_dict(), "model_config": model_config(model)}
+
+
+def test_a_non_square_checkpoint_is_resized_to_another_grid_never_loaded_transposed(tiny_mae):
+    wide = tiny_mae(img_size=(16, 32))  # a 2x4 grid
+    wide.initialize_weights()
+    tall = load_checkpoint(tiny_mae(img_size=(32, 16)), full_checkpoint(wide))  # the same 9 slots, as 4x2
+    assert torch.equal(tall.pos_embed, resize_pos_embed(wide.pos_embed, (2, 4), (4, 2)))
+    assert not torch.equal(tall.pos_embed, wide.pos_embed)
+    same = load_checkpoint(tiny_mae(img_size=(16, 32)), full_checkpoint(wide))
+    assert torch.equal(same.pos_embed, wide.pos_embed) and torch.equal(same.decoder_pos_embed, wide.decoder_pos_embed)
+    square = load_checkpoint(tiny_mae(img_size=32), full_checkpoint(wide))
+    assert torch.equal(square.pos_embed, resize_pos_embed(wide.pos_embed, (2, 4), (4, 4)))
+
+
+def test_a_bare_non_square_table_whose_grid_is_unknown_is_refused(tiny_mae):
+    with pytest.raises(ValueError, match="pos_embed has 8 positions, not a square grid.*load the whole checkpoint"):
+        load_checkpoint(tiny_mae(img_size=(32, 16)), tiny_mae(img_size=(16, 32)).state_dict())
+
+
+@pytest.mark.parametrize("content", ["truncated", "random bytes", "empty"])
+def test_a_file_that_is_not_a_whole_checkpoint_gets_one_line_naming_it(tiny_mae, tmp_path, content):
+    torch.save(full_checkpoint(tiny_mae()), tmp_path / "whole.pth")
+    whole = (tmp_path / "whole.pth").read_bytes()
+    data = {"truncated": whole[: len(whole) // 2], "random bytes": torch.randint(0, 256, (5000,),
+            dtype=torch.uint8).numpy().tobytes(), "empty": b""}[content]  # fmt: skip
+    (tmp_path / "bad.pth").write_bytes(data)
+    with pytest.raises(ValueError) as error:
+        load_checkpoint(tiny_mae(), tmp_path / "bad.pth")
+    assert str(error.value).startswith(f"{tmp_path / 'bad.pth'} is not a readable checkpoint")
+    assert len(str(error.value).splitlines()) == 1

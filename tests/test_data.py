@@ -1,5 +1,6 @@
 import pickle
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,20 +84,46 @@ def test_image_folder_without_splits_holds_out_a_fixed_tenth(write_image_folder,
     assert not set(train.indices) & set(val.indices)
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "unreadable"])
-def test_bad_image_folders_get_clear_errors(tmp_path, problem):
+@pytest.mark.parametrize("problem", ["missing", "empty", "unreadable", "truncated"])
+def test_bad_image_folders_get_clear_errors(tmp_path, write_image_folder, problem):
     if problem == "empty":
         (tmp_path / "data" / "cat").mkdir(parents=True)
     if problem == "unreadable":
         (tmp_path / "data" / "cat").mkdir(parents=True)
         (tmp_path / "data" / "cat" / "broken.png").write_bytes(b"not an image")
+    if problem == "truncated":  # PIL's verify() would let it through: the check decodes each image in full
+        write_image_folder(tmp_path / "data")
+        (tmp_path / "data" / "dog" / "2.png").write_bytes((tmp_path / "data" / "dog" / "2.png").read_bytes()[:60])
     message = {
         "missing": "no image folder at",
         "empty": "found no images in",
         "unreadable": "cannot read image",
+        "truncated": "cannot read image .*dog/2.png",
     }
     with pytest.raises(DataError, match=message[problem]):
         build_dataset("imagefolder", "train", 16, tmp_path / "data")
+
+
+def test_an_image_unreadable_when_met_is_replaced_by_the_next_one_with_a_warning_naming_it(
+    tmp_path, write_image_folder, capsys
+):  # fmt: skip
+    write_image_folder(tmp_path, per_class=3)
+    dataset = build_dataset("imagefolder", "val", 16, tmp_path, augment=False)
+    folder, index = dataset.dataset, dataset.indices[0]
+    broken = Path(folder.samples[index][0])
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated after the check, as a file past the first 1,000
+    image, label = dataset[0]
+    assert torch.equal(image, folder[(index + 1) % len(folder)][0])
+    assert capsys.readouterr().err.startswith(f"warning: skipped unreadable image {broken} (")
+
+
+def test_a_folder_whose_images_all_became_unreadable_is_an_error(tmp_path, write_image_folder):
+    write_image_folder(tmp_path, per_class=1)
+    dataset = build_dataset("imagefolder", "train", 16, tmp_path, augment=False)
+    for path, _ in dataset.dataset.samples:
+        Path(path).write_bytes(b"")
+    with pytest.raises(DataError, match="no image in .* can be read"):
+        dataset[0]
 
 
 def write_fake_cifar10(root, images_per_batch=4):

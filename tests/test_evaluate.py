@@ -96,17 +96,53 @@ def test_runs_as_a_script(tmp_path):
         (["--checkpoint", "none.pth"], "no checkpoint file at"),
         (["--random_init"], "--model is needed"),
         (["--random_init", "--model", "vit_mini_patch4_32px", "--dataset", "photos"], "photos has no labels"),
+        (["--random_init", "--model", "vit_mini_patch4_32px", "--lr", "-1"], "--lr must be a positive number"),
+        (["--random_init", "--model", "vit_mini_patch4_32px", "--blr", "nan"], "--blr must be a positive number"),
+        (["--random_init", "--model", "vit_mini_patch4_32px", "--layer_decay", "0"], "--layer_decay must be in"),
+        (["--checkpoint", "empty.pth"], "empty.pth is not a readable checkpoint"),
     ],
-    ids=["missing checkpoint", "no model for a random init", "unlabelled dataset"],
+    ids=["missing checkpoint", "no model for a random init", "unlabelled dataset", "negative lr", "nan blr",
+         "no layer decay", "empty checkpoint"],
 )
 def test_bad_input_gets_one_clear_line_and_writes_nothing(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(SystemExit) as exit_info:
         main(["linprobe", *args, "--output_dir", str(tmp_path / "out")])
     error = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2
     assert len(error.splitlines()) == 1 and error.startswith("error: ") and message in error
     assert not (tmp_path / "out").exists()
+
+
+RANDOM_PROBE = ["linprobe", "--random_init", "--model", "vit_mini_patch4_32px", "--dataset", "shapes", "--train_size",
+                "32", "--epochs", "1", "--no_progress"]  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(where, tmp_path, capsys, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    output_dir = tmp_path / "a_file" if where == "a file" else tmp_path / "a_file" / "results"
+    monkeypatch.setattr("mae_minimal.evaluate.build_dataset", lambda *a, **k: pytest.fail("the work started"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*RANDOM_PROBE, "--output_dir", str(output_dir)])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(error.splitlines()) == 1
+    assert error.startswith(f"error: --output_dir {output_dir} ") and "is a file, not a folder" in error
+
+
+def test_the_accuracy_is_printed_even_when_the_result_cannot_be_written(tmp_path, capsys, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*RANDOM_PROBE, "--output_dir", str(tmp_path)])
+    output = capsys.readouterr()
+    assert exit_info.value.code == 2 and "top-1" in output.out
+    assert output.err.strip().splitlines() == [
+        f"error: could not write the result to {tmp_path} ([Errno 28] No space left on device); it is printed above"
+    ]
 
 
 def test_reconstruction_errors_compare_the_model_with_the_visible_mean_fill(tiny_mae):

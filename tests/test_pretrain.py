@@ -2,6 +2,7 @@
 the learning rate, masking strategies, resuming, stopping, and models rebuilt from what it saves."""
 
 import copy
+import multiprocessing
 from functools import partial
 
 import pytest
@@ -162,3 +163,26 @@ def test_settings_that_cannot_work_are_refused_before_any_step(tiny_mae, photos,
     with pytest.raises(ValueError, match=message):
         pretrain(model, photos, PretrainConfig(**{**FAST, **change}))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class FailingHooks(Hooks):
+    def step_done(self, step):
+        if step == 2:
+            raise OSError("no space left on device")
+
+
+def test_a_failing_run_shuts_its_data_loading_workers_down_before_the_error_leaves_it(tiny_mae, photos):
+    with pytest.raises(OSError, match="no space left"):
+        pretrain(tiny_mae(), photos, PretrainConfig(**FAST, num_workers=2), hooks=FailingHooks())
+    assert multiprocessing.active_children() == []  # they ignore SIGTERM: left to Python's exit, it would hang
+
+
+def test_a_resumed_run_averages_the_steps_logged_before_the_stop_into_its_first_log_record(tiny_mae, photos):
+    config = PretrainConfig(save_every=1, **{**FAST, "log_every": 5})
+    initial = tiny_mae().state_dict()
+    straight = pretrain(model_with(tiny_mae, initial), photos, config)
+    first = Recorder()
+    pretrain(model_with(tiny_mae, initial), photos, PretrainConfig(**{**vars(config), "max_steps": 7}), hooks=first)
+    resumed = pretrain(tiny_mae(), photos, config, resume=first.saved[-1])
+    assert [r["step"] for r in straight.log] == [5, 10, 12] and [r["step"] for r in resumed.log] == [10, 12]
+    assert [r["loss"] for r in resumed.log] == [r["loss"] for r in straight.log[1:]]

@@ -175,6 +175,9 @@ def bad_input_cases(write_image_folder, tmp_path):
     main([*FAST, "--model", "mae_vit_mini_patch8_64px", "--max_steps", "1", "--output_dir", str(other_model)])
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes((other_model / "checkpoint.pth").read_bytes()[:5000])
+    random_bytes, empty = tmp_path / "random.pth", tmp_path / "empty.pth"
+    random_bytes.write_bytes(torch.randint(0, 256, (5000,), dtype=torch.uint8).numpy().tobytes())
+    empty.write_bytes(b"")
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
     return {
@@ -202,7 +205,21 @@ def bad_input_cases(write_image_folder, tmp_path):
             ["--epochs", 5, "--resume", other_model / "checkpoint.pth", "--model", "mae_vit_mini_patch8_64px"],
             r"other settings \(--epochs 3.0 -> 5.0\)",
         ),
-        "truncated checkpoint": (["--resume", truncated], "is not a readable checkpoint"),
+        "truncated checkpoint": (["--resume", truncated], "truncated.pth is not a readable checkpoint"),
+        "random bytes as a checkpoint": (["--resume", random_bytes], "random.pth is not a readable checkpoint"),
+        "empty checkpoint": (["--resume", empty], "empty.pth is not a readable checkpoint"),
+        "resume with another batch size": (
+            ["--resume", other_model / "checkpoint.pth", "--model", "mae_vit_mini_patch8_64px", "--batch_size", 4],
+            r"other settings \(--batch_size 8 -> 4\)",
+        ),
+        "resume with another image size": (
+            ["--resume", other_model / "checkpoint.pth", "--model", "mae_vit_mini_patch8_64px", "--input_size", 32],
+            r"other settings \(--input_size None -> 32\)",
+        ),
+        "resume with another dataset": (
+            ["--resume", other_model / "checkpoint.pth", "--model", "mae_vit_mini_patch8_64px", "--dataset", "shapes"],
+            r"other settings \(--dataset photos -> shapes\)",
+        ),
         "nothing removed": (["--mask_ratio", 0], "removes no patch"),
         "grid at a ratio it cannot make": (["--masking", "grid", "--mask_ratio", 0.5], "grid masking keeps one"),
         "negative lr": (["--blr", -1], "--blr must be a positive number"),
@@ -210,6 +227,8 @@ def bad_input_cases(write_image_folder, tmp_path):
         "negative workers": (["--num_workers", -1], "--num_workers must be at least 0"),
         "no log interval": (["--log_every", 0], "--log_every must be at least 1"),
         "output folder is a file": (["--output_dir", a_file], "is a file, not a folder"),
+        "output folder cannot be made": (["--output_dir", a_file / "run"], "run cannot be created: .* is a file"),
+        **({} if torch.cuda.is_available() else {"no GPU": (["--device", "cuda"], "PyTorch sees no GPU here")}),
     }
 
 
@@ -224,6 +243,73 @@ def test_each_bad_input_ends_with_one_clear_line_and_writes_nothing(write_image_
         assert len(error.splitlines()) == 1 and error.startswith("error: "), (name, error)
         assert re.search(message, error), (name, error)
         assert not output_dir.exists() and (tmp_path / "a_file").read_text() == "not a folder", name
+
+
+def test_an_error_mid_run_with_data_loading_workers_ends_the_process_promptly_with_one_line(tmp_path):
+    (tmp_path / "checkpoint.pth.tmp").mkdir()  # the first checkpoint write (step 6) fails
+    command = [sys.executable, str(ROOT / "mae_minimal" / "train.py"), *FAST, "--num_workers", "2",
+               "--output_dir", str(tmp_path)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=120)  # the workers ignore SIGTERM: it used to hang here for ever
+    finally:
+        process.kill()
+    assert process.returncode == 2
+    assert stderr.strip().splitlines() == [
+        f"error: could not write the checkpoint {tmp_path / 'checkpoint.pth'} ([Errno 21] Is a directory: "
+        f"'{tmp_path / 'checkpoint.pth.tmp'}'); the previous one, if any, is kept"
+    ]
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_that_blocks_the_next_resume(tmp_path, monkeypatch, capsys):
+    run_main("--max_steps", 6, "--output_dir", tmp_path)
+    original_save = torch.save
+
+    def disk_full(state, file):
+        file.write(b"part of a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main("--max_steps", 12, "--output_dir", tmp_path, "--resume", "auto")
+    assert exit_info.value.code == 2
+    assert "error: could not write the checkpoint" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.glob("checkpoint*")) == ["checkpoint.pth"]
+    monkeypatch.setattr(torch, "save", original_save)
+    run_main("--max_steps", 12, "--output_dir", tmp_path, "--resume", "auto")
+    assert torch.load(tmp_path / "checkpoint.pth", weights_only=True)["step"] == 12
+
+
+def test_a_resumed_run_logs_the_losses_of_an_uninterrupted_one_whatever_the_log_interval(tmp_path):
+    run_main("--log_every", 5, "--max_steps", 12, "--output_dir", tmp_path / "straight")
+    run_main("--log_every", 5, "--max_steps", 7, "--output_dir", tmp_path / "stopped")  # logs step 7 as its last
+    run_main("--log_every", 5, "--max_steps", 12, "--output_dir", tmp_path / "stopped", "--resume", "auto")
+    straight, resumed = logged(tmp_path / "straight"), logged(tmp_path / "stopped")
+    assert [r["step"] for r in straight] == [5, 10, 12] and [r["step"] for r in resumed] == [5, 7, 10, 12]
+    assert [r["loss"] for r in resumed if r["step"] != 7] == [r["loss"] for r in straight]
+
+
+def test_an_unreadable_image_met_mid_run_is_skipped_with_a_warning_naming_it(write_image_folder, tmp_path, capsys,
+                                                                              monkeypatch):  # fmt: skip
+    write_image_folder(tmp_path / "data", per_class=10)
+    from mae_minimal import data
+
+    original = data.image_folder
+
+    def truncated_after_the_checks(root, split, transform):  # as a file past the first 1,000: only read mid-run
+        dataset = original(root, split, transform)
+        if split == "val":  # built after the training split
+            broken = tmp_path / "data" / "cat" / "3.png"
+            broken.write_bytes(broken.read_bytes()[:60])
+        return dataset
+
+    monkeypatch.setattr(data, "image_folder", truncated_after_the_checks)
+    run_main("--dataset", "imagefolder", "--data_path", tmp_path / "data", "--batch_size", 4, "--max_steps", 4,
+             "--output_dir", tmp_path / "out")  # fmt: skip
+    warnings = set(capsys.readouterr().err.strip().splitlines())
+    assert len(warnings) == 1
+    assert warnings.pop().startswith(f"warning: skipped unreadable image {tmp_path / 'data' / 'cat' / '3.png'} (")
+    assert [r["step"] for r in logged(tmp_path / "out")] == [1, 2, 3, 4]
 
 
 def test_fewer_images_than_ranks_is_refused_under_torchrun(write_image_folder, tmp_path):
