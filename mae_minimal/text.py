@@ -50,9 +50,10 @@ def module_docstrings(name):
             continue  # private, or imported from elsewhere
         if inspect.isclass(obj) or inspect.isfunction(obj):
             parts.append(own_doc(obj))
-        if inspect.isclass(obj):
-            methods = sorted(vars(obj).items())
-            parts += [own_doc(f) for k, f in methods if not k.startswith("_") and inspect.isfunction(f)]
+        if inspect.isclass(obj):  # its own public methods, not those other packages add to it
+            methods = sorted(vars(obj).items())  # (transformers adds warning_once to logging.Logger)
+            parts += [own_doc(f) for k, f in methods if not k.startswith("_") and inspect.isfunction(f)
+                      and f.__module__ == module.__name__]  # fmt: skip
     return "\n".join(parts)
 
 

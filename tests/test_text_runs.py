@@ -80,3 +80,13 @@ def test_the_committed_text_weights_give_the_committed_metrics(run, corpus):
 def test_the_learned_model_beats_the_bigram_guess_at_bert_s_ratio():
     metrics = json.loads((RUNS_DIR / "text_mlm" / "mask_15" / "metrics.json").read_text())
     assert metrics["accuracy"] > metrics["bigram_accuracy"] + 0.05
+
+
+def test_the_corpus_ignores_methods_other_packages_add_to_standard_library_classes(monkeypatch, corpus):
+    import logging
+
+    def warning_once(self, *args):  # as transformers adds to logging.Logger when it is imported
+        """A docstring from another package."""
+
+    monkeypatch.setattr(logging.Logger, "warning_once", warning_once, raising=False)
+    assert [corpus_digest(ids) for ids in build_corpus()] == [corpus_digest(ids) for ids in corpus]
