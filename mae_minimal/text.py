@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mae_minimal.block import Block
+from mae_minimal.checkpoint import read_checkpoint
 from mae_minimal.masking import random_masking
 from mae_minimal.pos_embed import sincos_1d
 
@@ -138,7 +139,7 @@ def masked_char_loss(model, batch):
 
 def load_text_model(path):
     """A MaskedCharModel from a weights.pth written by runs/make_text.py, in eval mode, fp32."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
     model = MaskedCharModel(**checkpoint["model_config"])
     model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
     return model.eval()

@@ -79,9 +79,9 @@ def train(ratio, train_ids, settings=SETTINGS, max_steps=None, device="cpu"):
 
 
 def metrics_of(model, ratio, train_ids, held_out_ids, settings=SETTINGS):
-    scores = text_scores(model, BigramGuess(train_ids), held_out_windows(held_out_ids), ratio / 100,
-                         settings["eval_seed"])  # fmt: skip
-    return {"ratio": ratio / 100, "held_out_windows": len(held_out_windows(held_out_ids)), **scores}
+    texts = held_out_windows(held_out_ids)  # (N, T)
+    scores = text_scores(model, BigramGuess(train_ids), texts, ratio / 100, settings["eval_seed"])
+    return {"ratio": ratio / 100, "held_out_windows": len(texts), **scores}
 
 
 def make(ratio):
