@@ -1,13 +1,9 @@
 """The book: its table of contents, the one repository URL, the committed notebooks, and the
 built HTML opened page by page in headless Chromium."""
 
-import functools
-import http.server
 import json
-import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,8 +12,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # Debian's package; .ci/run installs it
-JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"  # this environment's, not PATH's
 # Renderings that nbval does not compare (notebooks/conftest.py): a library draws them, and they
 # change with its version. Each must have a text/plain twin that carries the same content.
 LIBRARY_RENDERINGS = ("text/html", "text/latex")
@@ -61,35 +55,6 @@ def test_every_output_nbval_skips_has_a_plain_text_twin_that_it_compares(path):
             if any(kind in data for kind in LIBRARY_RENDERINGS):
                 plain = "".join(data.get("text/plain", ""))
                 assert plain and not plain.startswith("<"), (cell["source"][:1], plain[:80])
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """The book built with warnings as errors, served on localhost."""
-    output = tmp_path_factory.mktemp("book")
-    build = subprocess.run(
-        [str(JUPYTER_BOOK), "build", str(ROOT), "--path-output", str(output), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=output / "_build" / "html")
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-             "--disable-background-networking", "--disable-component-update"]  # fmt: skip
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
-        yield browser
-        browser.close()
 
 
 @pytest.mark.parametrize("page_file", toc_files())
