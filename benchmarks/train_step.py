@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mae_minimal.factories import create_model
 from mae_minimal.hf_convert import to_hf
 
-MODELS = {"mini": "mae_vit_mini_patch4_32px", "base": "mae_vit_base_patch16", "large": "mae_vit_large_patch16"}
+MODELS = {"nano": "mae_vit_nano_patch4_28px", "mini": "mae_vit_mini_patch4_32px", "base": "mae_vit_base_patch16", "large": "mae_vit_large_patch16"}
 VARIANTS = ("mae_minimal", "transformers", "mask_tokens")
 MASK_RATIO = 0.75
 
@@ -69,7 +69,8 @@ class Stepper:
         # per-parameter loop would take a third of a ViT-B step at batch 2
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=True)
         generator = torch.Generator().manual_seed(1)
-        self.images = torch.randn(batch_size, 3, *patch_embed.img_size, generator=generator).to(device)
+        channels = patch_embed.proj.in_channels
+        self.images = torch.randn(batch_size, channels, *patch_embed.img_size, generator=generator).to(device)
         self.noise = torch.rand(batch_size, patch_embed.num_patches, generator=generator).to(device)
         self.device = device
         self.autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()

@@ -1,20 +1,24 @@
 """The training-step benchmark (benchmarks/train_step.py) compares like with like and writes its results."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import cpu_small  # noqa: E402
 import train_step  # noqa: E402
 
 
-def test_every_variant_computes_the_same_loss_from_the_same_weights():
+@pytest.mark.parametrize("model", ["mae_vit_mini_patch4_32px", "mae_vit_nano_patch4_28px"], ids=["RGB", "grey"])
+def test_every_variant_computes_the_same_loss_from_the_same_weights(model):
     losses = {}
     for variant in train_step.VARIANTS:
-        stepper = train_step.Stepper(variant, "mae_vit_mini_patch4_32px", 2, torch.device("cpu"), False)
+        stepper = train_step.Stepper(variant, model, 2, torch.device("cpu"), False)
         stepper.model.eval()  # no dropout anywhere, but be explicit: the comparison is of the maths
         with torch.no_grad():
             losses[variant] = stepper.loss(stepper.images, stepper.noise).item()
@@ -46,3 +50,15 @@ def test_the_benchmark_writes_results_with_every_ratio(tmp_path):
     assert results["command"].startswith("python benchmarks/train_step.py --models mini --repeats 2")
     summary = (tmp_path / "summary.md").read_text()
     assert results["command"] in summary and "mae_minimal / transformers" in summary
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_cpu_benchmark_times_both_variants_in_a_fresh_process_with_the_threads_it_names(threads):
+    job = dict(threads=threads, compiled=False, variants=list(cpu_small.VARIANTS), batch_size=4, steps=1, repeats=2)
+    out = subprocess.run([sys.executable, cpu_small.__file__, "--job", json.dumps(job)],
+                         env=cpu_small.child_env(threads, cpu_small.SHORT_SPIN), capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    assert measured["threads"] == threads
+    assert set(measured["timings"]) == set(cpu_small.VARIANTS)
+    assert all(len(seconds) == 2 and min(seconds) > 0 for seconds in measured["timings"].values())
