@@ -1,6 +1,7 @@
 """The pretraining tool, run for a few steps on the CPU: outputs, exact resume, signals, DDP, bad input."""
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -320,3 +321,38 @@ def test_fewer_images_than_ranks_is_refused_under_torchrun(write_image_folder, t
     assert "error: the dataset has 1 images, fewer than one optimizer step needs (2 ranks" in result.stderr
     assert "Traceback" not in result.stderr.split("error: ")[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("omp_num_threads, num_workers, expected", [(None, 0, 2), (None, 1, 1), (None, 4, 1), ("2", 1, 2)],
+                         ids=["no workers", "one worker", "more workers than cores", "OMP_NUM_THREADS wins"])
+def test_on_a_cpu_the_main_process_computes_with_the_cores_its_data_workers_leave(
+    monkeypatch, omp_num_threads, num_workers, expected
+):
+    from mae_minimal.train import use_free_cores
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})  # a machine of two cores
+    if omp_num_threads is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp_num_threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # where OMP_NUM_THREADS is set, the process started with it
+    try:
+        use_free_cores(num_workers)
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("user_setting, expected", [(None, "1000"), ("5", "5")], ids=["default", "user's"])
+def test_train_py_sets_a_short_openmp_spin_before_torch_loads_unless_the_user_chose_one(user_setting, expected):
+    # torch's OpenMP reads GOMP_SPINCOUNT once, when torch loads: the script must set it before that
+    code = (f"import runpy, sys; runpy.run_path({str(ROOT / 'mae_minimal' / 'train.py')!r}, run_name='x'); "
+            "import os; print(os.environ['GOMP_SPINCOUNT'])")
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if user_setting is not None:
+        env["GOMP_SPINCOUNT"] = user_setting
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [expected]
+    source = (ROOT / "mae_minimal" / "train.py").read_text()
+    assert source.index('os.environ.setdefault("GOMP_SPINCOUNT"') < source.index("\nimport torch")
