@@ -29,6 +29,7 @@ from tqdm import tqdm
 from mae_minimal.checkpoint import encoder_kwargs, load_checkpoint, read_checkpoint
 from mae_minimal.classifier import ViTClassifier
 from mae_minimal.data import DATASETS, DataError, build_dataset, num_classes
+from mae_minimal.denoising import DenoisingAutoencoder
 from mae_minimal.factories import CLASSIFIERS, LAYER_NORM
 from mae_minimal.masking import masking_noise
 from mae_minimal.optim import lr_at, param_groups
@@ -121,6 +122,15 @@ def denoising_errors(denoiser, dataset, batch_size=500, seed=0, device="cpu"):
                                ((mae.loss_target(noisy) - target) ** 2).sum(), torch.tensor(target.numel())]).cpu()  # fmt: skip
     mse, noisy_mse = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
     return {"mse": mse, "noisy_input_mse": noisy_mse, "ratio": mse / noisy_mse}
+
+
+def pretext_errors(model, dataset, flags, device="cpu"):
+    """A pretrained model's held-out error on the task it was trained for, from its train.py flags
+    (a dict): denoising_errors for a denoising autoencoder (objective "denoise", noise dae_noise_std),
+    else reconstruction_errors under its mask_ratio and masking."""
+    if flags.get("objective") == "denoise":
+        return denoising_errors(DenoisingAutoencoder(model, flags["dae_noise_std"]), dataset, device=device)
+    return reconstruction_errors(model, dataset, flags["mask_ratio"], flags["masking"], device=device)
 
 
 def supervised_loss(criterion, model, batch):

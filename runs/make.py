@@ -9,8 +9,8 @@
 A run is its command (RUNS below, the flags of mae_minimal/train.py). It leaves in runs/NAME/:
   weights.pth        the model in fp16 with its configuration (mae_minimal.load_model reads it)
   log.jsonl          train.py's log
-  metrics.json       masked-patch MSE on the held-out split against a trivial fill (evaluate.reconstruction_errors;
-                     for a denoising autoencoder, its output's MSE against the noisy input's: denoising_errors)
+  metrics.json       the held-out error on the run's own task (evaluate.pretext_errors): masked-patch MSE against
+                     a trivial fill; for a denoising autoencoder, its output's MSE against the noisy input's
   reconstructions.png  train.py's picture of held-out images at the end
   manifest.json      the exact command, commit, torch version, machine, threads and wall time
   evaluation.json    with --evaluate: held-out top-1 of its encoder fine-tuned on 1,000 labels and
@@ -33,8 +33,7 @@ import torch
 from mae_minimal import load_model
 from mae_minimal.checkpoint import read_checkpoint
 from mae_minimal.data import build_dataset
-from mae_minimal.denoising import DenoisingAutoencoder
-from mae_minimal.evaluate import denoising_errors, evaluate_encoder, evaluation_sets, reconstruction_errors
+from mae_minimal.evaluate import evaluate_encoder, evaluation_sets, pretext_errors
 from mae_minimal.train import main as train_main
 
 RUNS_DIR = Path(__file__).resolve().parent
@@ -113,10 +112,7 @@ def keep_results(name, output_dir, seconds, started_at_commit):
     args = checkpoint["args"]
     model = load_model(run_dir / "weights.pth")
     held_out = build_dataset(args["dataset"], "val", model.patch_embed.img_size[0], args["data_path"], augment=False)
-    if args.get("objective") == "denoise":
-        errors = denoising_errors(DenoisingAutoencoder(model, args["dae_noise_std"]), held_out)
-    else:
-        errors = reconstruction_errors(model, held_out, args["mask_ratio"], args["masking"])
+    errors = pretext_errors(model, held_out, args)
     losses = [r["loss"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "loss" in r]
     metrics = {"held_out_images": len(held_out), **errors, "final_train_loss": losses[-1]}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -9,8 +9,7 @@ import torch
 
 from mae_minimal import load_model
 from mae_minimal.data import build_dataset
-from mae_minimal.denoising import DenoisingAutoencoder
-from mae_minimal.evaluate import denoising_errors, evaluate_encoder, evaluation_sets, reconstruction_errors
+from mae_minimal.evaluate import evaluate_encoder, evaluation_sets, pretext_errors
 from mae_minimal.train import get_args_parser
 from mae_minimal.train import main as train_main
 
@@ -48,10 +47,7 @@ def test_the_committed_weights_give_the_committed_metrics(run):
     metrics = json.loads((run / "metrics.json").read_text())
     flags = get_args_parser().parse_args(json.loads((run / "manifest.json").read_text())["command"][2:])
     held_out = build_dataset(flags.dataset, "val", model.patch_embed.img_size[0], augment=False)
-    if flags.objective == "denoise":
-        errors = denoising_errors(DenoisingAutoencoder(model, flags.dae_noise_std), held_out)
-    else:
-        errors = reconstruction_errors(model, held_out, flags.mask_ratio, flags.masking)
+    errors = pretext_errors(model, held_out, vars(flags))
     for name, value in errors.items():
         assert value == pytest.approx(metrics[name], rel=1e-4), name
     assert [r for r in read_log(run / "log.jsonl") if "loss" in r][-1]["loss"] == metrics["final_train_loss"]
