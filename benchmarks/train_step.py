@@ -41,12 +41,12 @@ BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "
                     "H100": 989.4, "A100": 312.0, "L4": 121.0, "A10G": 70.0, "L40S": 362.0}  # fmt: skip
 
 
-def build(variant, model_name, decoder_depth=8, seed=0):
+def build(variant, model_name, decoder_depth=None, seed=0):
     """Our MAE for one variant (the transformers variant is converted from it), with weights that
-    depend only on the seed and the architecture."""
+    depend only on the seed and the architecture; decoder_depth None keeps the model's own."""
     torch.manual_seed(seed)
-    mask_tokens = variant == "mask_tokens"
-    return create_model(model_name, decoder_depth=decoder_depth, encoder_sees_mask_tokens=mask_tokens)
+    depth = {} if decoder_depth is None else {"decoder_depth": decoder_depth}
+    return create_model(model_name, encoder_sees_mask_tokens=variant == "mask_tokens", **depth)
 
 
 def loss_function(variant, model):
@@ -59,7 +59,7 @@ def loss_function(variant, model):
 class Stepper:
     """One variant ready to take training steps: model, optimizer, inputs, autocast."""
 
-    def __init__(self, variant, model_name, batch_size, device, compile_model, decoder_depth=8):
+    def __init__(self, variant, model_name, batch_size, device, compile_model, decoder_depth=None):
         ours = build(variant, model_name, decoder_depth)
         patch_embed = ours.patch_embed  # the image size and patch count, shared by every variant
         self.model = (to_hf(ours, MASK_RATIO) if variant == "transformers" else ours).train().to(device)

@@ -62,3 +62,8 @@ def test_the_cpu_benchmark_times_both_variants_in_a_fresh_process_with_the_threa
     assert measured["threads"] == threads
     assert set(measured["timings"]) == set(cpu_small.VARIANTS)
     assert all(len(seconds) == 2 and min(seconds) > 0 for seconds in measured["timings"].values())
+
+
+def test_a_benchmarked_model_keeps_its_own_decoder_unless_a_depth_is_asked_for():
+    assert len(train_step.build("mae_minimal", "mae_vit_nano_patch4_28px").decoder_blocks) == 2
+    assert len(train_step.build("mae_minimal", "mae_vit_nano_patch4_28px", decoder_depth=1).decoder_blocks) == 1
