@@ -7,9 +7,10 @@ Three questions, each answered in fresh processes (a process's thread settings a
              and of transformers' ViTMAEForPreTraining with the same configuration and weights,
              timed in alternating blocks (interleaved), repeated, medians reported; at 1 and 2
              threads, eager and compiled, on an idle machine and next to one busy process
-  policies   the same eager step at 2 threads under three OpenMP settings, idle and busy: libgomp's
-             default spin before an idle thread sleeps (GOMP_SPINCOUNT=300000), a short spin (1000,
-             what train.py sets), and one thread
+  policies   the same eager step under three thread settings, idle and busy, in --policy_rounds
+             rounds (medians over every round's blocks): 2 threads with libgomp's default spin before
+             an idle thread sleeps (GOMP_SPINCOUNT=300000), 2 threads with a short spin (1000, what
+             train.py sets), and one thread
   recipe     the first reference run's command (runs/fashion_mnist) through train.py for --recipe_steps
              steps, idle and busy: minutes per 3,000 steps, from train.py's own logged images/s
 The busy neighbour is a second training process (the same model at one thread), the kind of
@@ -149,6 +150,7 @@ def measure(args):
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python", "benchmarks/cpu_small.py", *sys.argv[1:]]),
         "model": MODEL, "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+        "policy_rounds": args.policy_rounds,
         "load_average_before": os.getloadavg()[0], "steps_rows": [], "policies": [], "recipe": [],
     }  # fmt: skip
     for name, threads, spin, compiled in STEP_CONDITIONS:
@@ -158,12 +160,17 @@ def measure(args):
                 results["steps_rows"].append(row(name, variant, busy, seconds, args.batch_size))
             print(f"  {name:<22} {'busy' if busy else 'idle'}: " + ", ".join(
                 f"{v} {args.batch_size / statistics.median(s):.0f} img/s" for v, s in timings.items()), flush=True)
-    for name, threads, spin, compiled in POLICY_CONDITIONS:
-        for busy in (False, True):
-            seconds = run_condition(args, threads, spin, compiled, busy, ["mae_minimal"])["mae_minimal"]
-            results["policies"].append(row(name, "mae_minimal", busy, seconds, args.batch_size))
-            print(f"  {name:<22} {'busy' if busy else 'idle'}: "
-                  f"{args.batch_size / statistics.median(seconds):.0f} img/s", flush=True)  # fmt: skip
+    policy_seconds = {(name, busy): [] for name, *_ in POLICY_CONDITIONS for busy in (False, True)}
+    for round_ in range(args.policy_rounds):  # the settings in turn, the order reversed every round
+        order = POLICY_CONDITIONS if round_ % 2 == 0 else POLICY_CONDITIONS[::-1]
+        for name, threads, spin, compiled in order:
+            for busy in (False, True):
+                seconds = run_condition(args, threads, spin, compiled, busy, ["mae_minimal"])["mae_minimal"]
+                policy_seconds[(name, busy)] += seconds
+                print(f"  round {round_ + 1}, {name:<22} {'busy' if busy else 'idle'}: "
+                      f"{args.batch_size / statistics.median(seconds):.0f} img/s", flush=True)  # fmt: skip
+    for (name, busy), seconds in policy_seconds.items():
+        results["policies"].append(row(name, "mae_minimal", busy, seconds, args.batch_size))
     for busy in (False, True):
         results["recipe"].append(run_recipe(args.recipe_steps, busy))
         print(f"  train.py recipe {'busy' if busy else 'idle'}: {results['recipe'][-1]['images_per_s']:.0f} img/s",
@@ -202,7 +209,7 @@ def summary(results):
     """A markdown summary of the results."""
     lines = [f"# The book's scale on this CPU: {results['machine']}", "",
              f"{results['date']}; `{results['command']}`; {results['model']}, batch {results['batch_size']}, "
-             f"median of {results['repeats']} interleaved blocks of {results['steps']} steps; load average "
+             f"median of {results['repeats']} interleaved blocks of {results['steps']} steps (thread settings: over {results['policy_rounds']} rounds); load average "
              f"{results['load_average_before']:.2f} before, {results['load_average_after']:.2f} after", "",
              "| condition | neighbour | variant | images/s |", "|---|---|---|---:|"]  # fmt: skip
     for r in results["steps_rows"] + results["policies"]:
@@ -224,6 +231,7 @@ def get_args_parser():
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks per variant; the median is reported")
+    parser.add_argument("--policy_rounds", type=int, default=3, help="rounds over the thread settings")
     parser.add_argument("--recipe_steps", type=int, default=200, help="train.py steps per recipe measurement")
     parser.add_argument("--output_dir", default="benchmarks/results/cpu_small")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: one condition, in a fresh process
