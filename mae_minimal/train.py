@@ -228,10 +228,12 @@ class RunFiles(Hooks):
 
 
 def use_free_cores(num_workers):
-    """On a CPU, compute with the cores that the data workers (one thread each) leave free, unless
-    OMP_NUM_THREADS says how many: threads beyond the cores wait on each other."""
+    """On a CPU, compute with the cores that the data workers (one thread each)
+    leave free, unless OMP_NUM_THREADS says how many: threads beyond the cores
+    wait on each other."""
     if "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        linux = hasattr(os, "sched_getaffinity")
+        cores = len(os.sched_getaffinity(0)) if linux else os.cpu_count()
         torch.set_num_threads(max(1, cores - num_workers))
 
 
