@@ -250,7 +250,7 @@ def train(args, context, model, dataset, config, held_out, resume):
     schedule = Schedule.of(config, len(dataset) // context.world_size // config.batch_size, context.world_size)
     if context.is_main:
         print(f"pretraining {args.model} on {args.dataset} ({len(dataset)} images) on {context.world_size} x "
-              f"{context.device.type}: {schedule.steps_per_epoch} steps an epoch, steps {first_step + 1}.."
+              f"{context.device.type}:\n  {schedule.steps_per_epoch} steps an epoch, steps {first_step + 1}.."
               f"{schedule.last_step}, lr {schedule.lr:.2e}")  # fmt: skip
     files = RunFiles(args, context, held_out, first_step, schedule.last_step)
     previous = {sig: signal.signal(sig, files.handle_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
