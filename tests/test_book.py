@@ -1,10 +1,15 @@
 """The book: its table of contents, the one repository URL, the committed notebooks, and the
 built HTML opened page by page in headless Chromium."""
 
+import base64
 import json
+import re
+import struct
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
@@ -80,6 +85,156 @@ def test_page_renders_with_its_figures_and_no_console_errors(site, browser, page
         assert page.locator(".dropdown-download-buttons a[href$='.ipynb']").count() >= 1
         assert page.locator("img").count() >= 1  # a notebook page shows figures
     page.close()
+
+
+# What a reader of a page sees, measured in Chromium at a laptop's window size.
+LAPTOP = {"width": 1440, "height": 900}
+PAGE_MEASUREMENTS = """() => {
+    const main = document.querySelector("main");
+    const shown = element => element.offsetParent !== null;
+    const prose = main.cloneNode(true);
+    prose.querySelectorAll("pre, code").forEach(element => element.remove());
+    const longestLine = pre => pre.innerText.split("\\n").reduce((a, b) => (b.length > a.length ? b : a), "");
+    const isStream = element => element !== null && element.classList.contains("stream");
+    // The output of a cell that prints a package function's source shows the file as it is: the
+    // package is written at 110 columns, the book's own code and printing at 88.
+    const showsPackageSource = pre => pre.closest(".cell_output") !== null
+        && (pre.closest(".cell")?.querySelector(".cell_input")?.innerText || "").includes("getsource(");
+    return {
+        markdownTableText: prose.textContent.match(/\\|\\s*:?-{3,}:?\\s*\\|/g) || [],
+        overflowingLines: [...main.querySelectorAll("pre")].filter(shown).filter(pre => !showsPackageSource(pre))
+            .filter(pre => pre.scrollWidth > pre.clientWidth + 2)
+            .map(pre => longestLine(pre).slice(0, 100)),
+        splitOutputs: [...main.querySelectorAll(".cell_output > .output.stream")]
+            .filter(output => isStream(output.nextElementSibling))
+            .map(output => output.innerText.slice(0, 100)),
+        figures: [...main.querySelectorAll("img")].filter(shown).map(image => ({
+            src: image.getAttribute("src"), alt: image.getAttribute("alt") || "",
+            natural: image.naturalWidth, displayed: image.clientWidth,
+        })),
+        links: [...document.querySelectorAll("a[href]")].map(a => a.href),
+    };
+}"""
+
+
+@pytest.fixture(scope="module")
+def measured_pages(site, browser):
+    """{page_file: what PAGE_MEASUREMENTS finds on it}, every page of the table of contents."""
+    page = browser.new_page(viewport=LAPTOP)
+    measured = {}
+    for page_file in toc_files():
+        page.goto(f"{site}/{page_file}.html", wait_until="networkidle")
+        measured[page_file] = page.evaluate(PAGE_MEASUREMENTS)
+    page.close()
+    return measured
+
+
+@pytest.mark.parametrize("page_file", toc_files())
+def test_page_shows_tables_as_tables_and_never_as_raw_markdown(measured_pages, page_file):
+    assert measured_pages[page_file]["markdownTableText"] == []
+
+
+@pytest.mark.parametrize("page_file", toc_files())
+def test_every_code_and_output_line_fits_its_box_at_laptop_width(measured_pages, page_file):
+    assert measured_pages[page_file]["overflowingLines"] == []
+
+
+@pytest.mark.parametrize("page_file", toc_files())
+def test_a_cell_prints_its_output_in_one_box(measured_pages, page_file):
+    assert measured_pages[page_file]["splitOutputs"] == []
+
+
+def is_meaningful_alt_text(alt):
+    """A sentence about the figure: not empty, not a file name, not a hash."""
+    return len(alt.split()) >= 4 and not re.search(r"[0-9a-f]{16}|\.png$|_images/", alt)
+
+
+@pytest.mark.parametrize("page_file", toc_files())
+def test_every_figure_has_alt_text_that_describes_it_and_is_not_blown_up(measured_pages, page_file):
+    for figure in measured_pages[page_file]["figures"]:
+        assert is_meaningful_alt_text(figure["alt"]), figure
+        assert figure["natural"] >= figure["displayed"] > 0, figure  # never enlarged, so never blurred
+
+
+def target_has_anchor(html, anchor):
+    return re.search(rf"""\b(id|name)=["']{re.escape(anchor)}["']""", html) is not None
+
+
+@pytest.mark.parametrize("page_file", toc_files())
+def test_every_link_resolves_to_a_page_of_the_book_and_its_anchor_or_to_an_https_address(
+    measured_pages, built_book, site, page_file
+):
+    for href in measured_pages[page_file]["links"]:
+        if not href.startswith(site):
+            assert href.startswith(("https://", "mailto:")), href  # not a file name linkified by mistake
+            continue
+        parts = urlsplit(href)
+        target = built_book / unquote(parts.path).lstrip("/")
+        target = target / "index.html" if target.is_dir() else target
+        assert target.is_file(), href
+        if parts.fragment and target.suffix == ".html":
+            assert target_has_anchor(target.read_text(), unquote(parts.fragment)), href
+
+
+def png_dpi(png):
+    """The resolution a PNG records in its pHYs chunk (matplotlib writes the figure's dpi), or 0."""
+    at = png.find(b"pHYs")
+    if at < 0:
+        return 0
+    pixels_per_unit, _, unit = struct.unpack(">IIB", png[at + 4 : at + 13])
+    return round(pixels_per_unit * 0.0254) if unit == 1 else 0
+
+
+def committed_figures(path):
+    for cell in code_cells(path):
+        for output in cell.get("outputs", []):
+            if "image/png" in output.get("data", {}):
+                yield "".join(cell["source"])[:60], base64.b64decode(output["data"]["image/png"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_figures_are_drawn_at_100_dpi_or_more_with_fonts_of_9_points_or_more(path):
+    for source, png in committed_figures(path):
+        assert png_dpi(png) >= 100, source
+    small_fonts = re.compile(r"\b(fontsize|labelsize|size)\s*=\s*([0-8](\.\d*)?|\"(x-|xx-)?small\")[,)\s]")
+    for cell in code_cells(path):
+        assert not small_fonts.search("".join(cell["source"])), "".join(cell["source"])[:200]
+
+
+def markdown_cells(path):
+    cells = json.loads(path.read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+
+
+def execution_seconds(path):
+    """The time the committed run of a notebook spent executing its cells, from their metadata."""
+    total = 0.0
+    for cell in code_cells(path):
+        times = cell["metadata"].get("execution", {})
+        if "iopub.execute_input" in times and "shell.execute_reply" in times:
+            start, end = (datetime.fromisoformat(times[key].replace("Z", "+00:00"))
+                          for key in ("iopub.execute_input", "shell.execute_reply"))  # fmt: skip
+            total += (end - start).total_seconds()
+    return total
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_opens_with_what_it_teaches_and_its_measured_run_time_and_ends_with_a_takeaway(path):
+    cells = markdown_cells(path)
+    opening = re.search(r"```\{admonition\} In this chapter\n(.*?)```", cells[0], re.S)
+    assert opening and "You will learn" in opening.group(1), cells[0][-300:]
+    claimed = re.search(r"Runs in about (\d+) minutes? on a laptop CPU\.", opening.group(1))
+    assert claimed, opening.group(1)[-200:]
+    assert int(claimed.group(1)) == max(1, round(execution_seconds(path) / 60)), execution_seconds(path)
+    assert re.fullmatch(r"```\{admonition\} Key takeaway\n:class: important\n\n[^`]+\.\n```", cells[-1])
+
+
+def test_citations_are_cite_roles_and_never_written_by_hand():
+    pages = [(p.name, cell) for p in NOTEBOOKS for cell in markdown_cells(p)]
+    pages += [(p.name, p.read_text()) for p in (ROOT / "book").glob("*.md")]
+    for name, text in pages:
+        assert not re.search(r"et al\.?,? \(?(19|20)\d\d", text), name
+    assert CONFIG["sphinx"]["config"]["bibtex_reference_style"] == "label"  # [1] in the text and the list
 
 
 def notebook_with_output(source, data):
