@@ -29,6 +29,7 @@ from mae_minimal import load_model, masking_noise, random_masking
 from mae_minimal.data import FashionMNIST, fashion_mnist_arrays, normalization
 from mae_minimal.export_onnx import export_onnx
 from mae_minimal.masking import num_kept
+from mae_minimal.train import get_args_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "runs" / "fashion_mnist"
@@ -97,12 +98,11 @@ def page_data(model):
     images = [{"index": i, "label": FashionMNIST.CLASSES[labels[i]],
                "pixels": base64.b64encode(pixels[i].tobytes()).decode("ascii")} for i in indices]  # fmt: skip
     (mean,), (std,) = normalization("fashion_mnist")
-    command = read_json(RUN / "manifest.json")["command"]
-    length, ratio = model.patch_embed.num_patches, float(flag(command, "--mask_ratio"))
+    flags, length = run_flags(), model.patch_embed.num_patches
     return {
         "run": RUN.relative_to(ROOT).as_posix(),
         "metrics": read_json(RUN / "metrics.json"),
-        "training": {"masking": flag(command, "--masking"), "hidden": length - num_kept(length, ratio)},
+        "training": {"masking": flags.masking, "hidden": length - num_kept(length, flags.mask_ratio)},
         "gridSize": list(model.grid_size),
         "patchSize": model.patch_size,
         "mean": mean,
@@ -114,14 +114,14 @@ def page_data(model):
 
 def substitutions(model, onnx_size):
     """The numbers the page's text quotes, as MyST substitutions, from the run's files and model."""
-    manifest, metrics = read_json(RUN / "manifest.json"), read_json(RUN / "metrics.json")
-    command, threads, (rows, cols) = manifest["command"], manifest["threads"], model.grid_size
+    manifest, metrics, flags = read_json(RUN / "manifest.json"), read_json(RUN / "metrics.json"), run_flags()
+    threads, (rows, cols) = manifest["threads"], model.grid_size
     minutes = manifest["wall_time_s"] / 60
     return {
         "try_it_run": f"`{RUN.relative_to(ROOT).as_posix()}`",
-        "try_it_epochs": flag(command, "--epochs"),
-        "try_it_mask_ratio": f"{float(flag(command, '--mask_ratio')):.0%}",
-        "try_it_masking": flag(command, "--masking"),
+        "try_it_epochs": f"{flags.epochs:g}",
+        "try_it_mask_ratio": f"{flags.mask_ratio:.0%}",
+        "try_it_masking": flags.masking,
         "try_it_train_time": f"{minutes:.0f} minutes on {threads} CPU thread{'s' * (threads > 1)}",
         "try_it_patches": f"a {rows}x{cols} grid of {model.patch_size}x{model.patch_size}-pixel patches",
         "try_it_images_per_class": str(IMAGES_PER_CLASS),
@@ -133,9 +133,9 @@ def substitutions(model, onnx_size):
     }
 
 
-def flag(command, name):
-    """The value of a flag in a run's command (a list of arguments)."""
-    return command[command.index(name) + 1]
+def run_flags():
+    """The run's train.py flags, parsed from its manifest's command by train.py's own parser."""
+    return get_args_parser().parse_args(read_json(RUN / "manifest.json")["command"][2:])
 
 
 def read_json(path):
