@@ -1,11 +1,16 @@
-"""mae_minimal: Masked Autoencoders (He et al., 2021) in a few small, readable files.
+"""mae_minimal: Masked Autoencoders (He et al., 2022) in a few small, readable files.
 
-Conventions shared by every file: images (N, C, H, W); patches (N, L, p*p*C) with pixels in
-(p, q, c) order; mask (N, L) with 1 = removed, 0 = kept. Masking strategies are noise (N, L):
-the encoder keeps the lowest-noise patches.
+Conventions shared by every file: images (N, C, H, W); patches (N, L, p*p*C) with pixels
+in (p, q, c) order; mask (N, L) with 1 = removed, 0 = kept. Masking strategies are noise
+(N, L): the encoder keeps the lowest-noise patches.
 """
 
-from mae_minimal.checkpoint import describe_architecture, load_checkpoint, load_model, read_state_dict
+from mae_minimal.checkpoint import (
+    describe_architecture,
+    load_checkpoint,
+    load_model,
+    read_state_dict,
+)
 from mae_minimal.classifier import ViTClassifier
 from mae_minimal.factories import (
     create_model,

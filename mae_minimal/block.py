@@ -1,7 +1,8 @@
-"""The transformer block of ViT and MAE: pre-norm attention, then a pre-norm MLP, each residual.
+"""The transformer block of ViT and MAE: pre-norm attention, then a pre-norm MLP, each
+residual.
 
-Parameter names are timm's (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2), which the
-official MAE checkpoints use.
+Parameter names are timm's (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2), which
+the official MAE checkpoints use.
 """
 
 import torch.nn.functional as F
@@ -18,7 +19,9 @@ class Attention(nn.Module):
     def __init__(self, dim, num_heads):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"the width {dim} is not divisible by the number of heads {num_heads}")
+            raise ValueError(
+                f"the width {dim} is not divisible by the number of heads {num_heads}"
+            )
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
@@ -32,7 +35,8 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Two linear layers with a GELU between: (N, T, D) -> (N, T, hidden) -> (N, T, D)."""
+    """Two linear layers with a GELU between:
+    (N, T, D) -> (N, T, hidden) -> (N, T, D)."""
 
     def __init__(self, dim, hidden_dim):
         super().__init__()

@@ -1,4 +1,5 @@
-"""Distributed data parallel through torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
+"""Distributed data parallel through torchrun's environment (RANK, WORLD_SIZE,
+LOCAL_RANK).
 
 Run without torchrun, everything here is a single process: rank 0 of a world of 1.
 """
@@ -38,11 +39,14 @@ def setup(device_name):
         backend="nccl" if device.type == "cuda" else "gloo",
         device_id=device if device.type == "cuda" else None,
     )
-    return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+    return Context(
+        rank=dist.get_rank(), world_size=dist.get_world_size(), device=device
+    )
 
 
 def average_over_ranks(tensor, context):
-    """The element-wise mean of a tensor over all ranks, as a new float32 tensor on the context's device."""
+    """The element-wise mean of a tensor over all ranks, as a new float32 tensor on the
+    context's device."""
     tensor = tensor.to(context.device, torch.float32, copy=True)
     if context.is_distributed:
         dist.all_reduce(tensor)

@@ -1,7 +1,8 @@
 """The ViT encoder that the MAE and the classifier share.
 
-Its parameters sit at the top level of the model, under the official names (patch_embed.proj,
-cls_token, pos_embed, blocks.N, norm), so the released checkpoints load without renaming.
+Its parameters sit at the top level of the model, under the official names
+(patch_embed.proj, cls_token, pos_embed, blocks.N, norm), so the released checkpoints
+load without renaming.
 """
 
 import torch
@@ -13,9 +14,11 @@ from mae_minimal.pos_embed import get_2d_sincos_pos_embed
 
 
 class ViTEncoder(nn.Module):
-    """Patch embedding, a cls token, fixed sin-cos positions and `depth` transformer blocks.
+    """Patch embedding, a cls token, fixed sin-cos positions and `depth` transformer
+    blocks.
 
-    img_size may be an int (square images) or (H, W); both sides must be multiples of patch_size.
+    img_size may be an int (square images) or (H, W); both sides must be multiples of
+    patch_size.
     """
 
     def __init__(
@@ -43,9 +46,11 @@ class ViTEncoder(nn.Module):
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        # Fixed, not learned: a Parameter without gradient, as in the official code, so that it
-        # is saved in (and loaded from) checkpoints under the name "pos_embed".
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim), requires_grad=False)
+        # Fixed, not learned: a Parameter without gradient, as in the official code, so
+        # that it is saved in (and loaded from) checkpoints under the name "pos_embed".
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + 1, embed_dim), requires_grad=False
+        )
         self.blocks = nn.ModuleList(
             [Block(embed_dim, num_heads, mlp_ratio, norm_layer) for _ in range(depth)]
         )
@@ -65,24 +70,31 @@ class ViTEncoder(nn.Module):
         return self.patch_embed(imgs) + self.pos_embed[:, 1:, :]
 
     def forward_blocks(self, x):
-        """x: (N, T, D) tokens with their positions -> (N, 1 + T, D): the cls token (with its zero
-        position) put first, then every transformer block. The final norm is the caller's."""
-        cls_token = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+        """x: (N, T, D) tokens with their positions -> (N, 1 + T, D): the cls token
+        (with its zero position) put first, then every transformer block. The final norm
+        is the caller's."""
+        cls_token = (self.cls_token + self.pos_embed[:, :1, :]).expand(
+            x.shape[0], -1, -1
+        )
         x = torch.cat([cls_token, x], dim=1)
         for block in self.blocks:
             x = block(x)
         return x
 
     def encode(self, imgs):
-        """imgs: (N, C, H, W) -> (N, 1 + L, D): every patch, in image order, through the blocks
-        (before the final norm; an MAE's features are model.norm(model.encode(imgs)))."""
+        """imgs: (N, C, H, W) -> (N, 1 + L, D): every patch, in image order, through the
+        blocks (before the final norm; an MAE's features are
+        model.norm(model.encode(imgs)))."""
         return self.forward_blocks(self.embed_patches(imgs))
 
     def initialize_weights(self):
-        """The official initialisation: sin-cos positions, xavier-uniform linear layers (the patch
-        embedding included, seen as a linear layer), N(0, 0.02) tokens, LayerNorms at (1, 0)."""
+        """The official initialisation: sin-cos positions, xavier-uniform linear layers
+        (the patch embedding included, seen as a linear layer), N(0, 0.02) tokens,
+        LayerNorms at (1, 0)."""
         self.pos_embed.data.copy_(
-            get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.grid_size, cls_token=True)
+            get_2d_sincos_pos_embed(
+                self.pos_embed.shape[-1], self.grid_size, cls_token=True
+            )
         )
         patch_weight = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(patch_weight.view(patch_weight.shape[0], -1))

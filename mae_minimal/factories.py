@@ -1,8 +1,8 @@
 """Named model sizes: the official ones, and small ones that train on a CPU.
 
-One table, MODELS, names every model: an encoder size and, for an MAE, its decoder. `create_model`
-builds any of them; the official factory names (mae_vit_base_patch16, vit_base_patch16, ...) stay
-importable as functions.
+One table, MODELS, names every model: an encoder size and, for an MAE, its decoder.
+`create_model` builds any of them; the official factory names (mae_vit_base_patch16,
+vit_base_patch16, ...) stay importable as functions.
 """
 
 from functools import partial
@@ -15,12 +15,17 @@ from mae_minimal.model import MaskedAutoencoderViT
 BASE = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
 LARGE = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
 HUGE = dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16)
-# ViT-Tiny's width at half its depth, for 32x32 images (CIFAR) and 64x64 crops: 64 patches each.
+# ViT-Tiny's width at half its depth, for 32x32 images (CIFAR) and 64x64 crops:
+# 64 patches each.
 MINI_32PX = dict(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3)
 MINI_64PX = dict(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3)
-# The book's model: 28x28 grey images (Fashion-MNIST) in 49 patches of 4x4, small enough for a CPU.
-NANO_28PX = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=4, num_heads=4)
-# Half and twice its width (heads of 32 channels each), for chapter 8's scaling experiment.
+# The book's model: 28x28 grey images (Fashion-MNIST) in 49 patches of 4x4,
+# small enough for a CPU.
+NANO_28PX = dict(
+    img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=4, num_heads=4
+)
+# Half and twice its width (heads of 32 channels each), for chapter 8's
+# scaling experiment.
 PICO_28PX = {**NANO_28PX, "embed_dim": 64, "num_heads": 2}
 MICRO_28PX = {**NANO_28PX, "embed_dim": 256, "num_heads": 8}
 PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
@@ -51,12 +56,20 @@ CLASSIFIERS = {
 
 
 def create_model(name, **kwargs):
-    """The model called `name` (a key of MAE_MODELS or CLASSIFIERS); kwargs override its sizes."""
+    """The model called `name` (a key of MAE_MODELS or CLASSIFIERS); kwargs override its
+    sizes."""
     if name in MAE_MODELS:
-        return MaskedAutoencoderViT(**{**MAE_MODELS[name], "norm_layer": LAYER_NORM, **kwargs})
+        return MaskedAutoencoderViT(
+            **{**MAE_MODELS[name], "norm_layer": LAYER_NORM, **kwargs}
+        )
     if name in CLASSIFIERS:
-        return ViTClassifier(**{**CLASSIFIERS[name], "norm_layer": LAYER_NORM, **kwargs})
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join([*MAE_MODELS, *CLASSIFIERS])}")
+        return ViTClassifier(
+            **{**CLASSIFIERS[name], "norm_layer": LAYER_NORM, **kwargs}
+        )
+    raise ValueError(
+        f"unknown model {name!r}; "
+        f"choose one of {', '.join([*MAE_MODELS, *CLASSIFIERS])}"
+    )
 
 
 def mae_vit_base_patch16(**kwargs):

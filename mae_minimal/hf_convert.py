@@ -1,8 +1,10 @@
-"""Weights to and from Hugging Face transformers' ViTMAEForPreTraining (transformers >= 5).
+"""Weights to and from Hugging Face transformers' ViTMAEForPreTraining
+(transformers >= 5).
 
-The two models compute the same function; they differ in names, and in that transformers keeps
-separate query, key and value projections where we keep one fused `qkv` (rows q, then k, then v).
-transformers is imported only inside to_hf and from_hf: mae_minimal does not depend on it.
+The two models compute the same function; they differ in names, and in that transformers
+keeps separate query, key and value projections where we keep one fused `qkv` (rows q,
+then k, then v). transformers is imported only inside to_hf and from_hf: mae_minimal
+does not depend on it.
 """
 
 import re
@@ -34,7 +36,9 @@ INSIDE_BLOCK = {
 }
 QKV_PARTS = ("attention.q_proj", "attention.k_proj", "attention.v_proj")
 OUR_BLOCK_KEY = re.compile(r"^(blocks|decoder_blocks)\.(\d+)\.(.+)\.(weight|bias)$")
-HF_BLOCK_KEY = re.compile(r"^(vit\.layers|decoder\.decoder_layers)\.(\d+)\.(.+)\.(weight|bias)$")
+HF_BLOCK_KEY = re.compile(
+    r"^(vit\.layers|decoder\.decoder_layers)\.(\d+)\.(.+)\.(weight|bias)$"
+)
 
 
 def split_leaf(key):
@@ -69,7 +73,8 @@ def to_hf_state_dict(state_dict):
 
 
 def from_hf_state_dict(state_dict):
-    """A ViTMAEForPreTraining state_dict -> ours (official names), with q, k, v fused into qkv."""
+    """A ViTMAEForPreTraining state_dict -> ours (official names), with q, k, v fused
+    into qkv."""
     top_level = {hf: ours for ours, hf in TOP_LEVEL.items()}
     stacks = {hf: ours for ours, hf in BLOCK_STACKS.items()}
     inside_block = {hf: ours for ours, hf in INSIDE_BLOCK.items()}
@@ -98,7 +103,8 @@ def hf_config(model, mask_ratio=0.75):
     height, width = model.patch_embed.img_size
     if height != width:
         raise ValueError(
-            f"transformers' ViTMAE supports square images only, this model takes {height}x{width}"
+            f"transformers' ViTMAE supports square images only, "
+            f"this model takes {height}x{width}"
         )
     return ViTMAEConfig(
         image_size=height,
@@ -121,7 +127,8 @@ def hf_config(model, mask_ratio=0.75):
 
 
 def to_hf(model, mask_ratio=0.75):
-    """Our MaskedAutoencoderViT -> an equal transformers ViTMAEForPreTraining (in eval mode)."""
+    """Our MaskedAutoencoderViT -> an equal transformers ViTMAEForPreTraining (in eval
+    mode)."""
     from transformers import ViTMAEForPreTraining
 
     hf_model = ViTMAEForPreTraining(hf_config(model, mask_ratio))
@@ -134,9 +141,15 @@ def from_hf(hf_model):
     config = hf_model.config
     mlp_ratio = config.intermediate_size / config.hidden_size
     if config.decoder_intermediate_size / config.decoder_hidden_size != mlp_ratio:
-        raise ValueError("the encoder and decoder of this ViTMAE have different MLP ratios; MAE shares one")
+        raise ValueError(
+            "the encoder and decoder of this ViTMAE have different MLP ratios; "
+            "MAE shares one"
+        )
     if config.hidden_act != "gelu" or not config.qkv_bias:
-        raise ValueError("only ViTMAE models with GELU activations and qkv biases have an MAE equivalent")
+        raise ValueError(
+            "only ViTMAE models with GELU activations and qkv biases "
+            "have an MAE equivalent"
+        )
     model = MaskedAutoencoderViT(
         img_size=config.image_size,
         patch_size=config.patch_size,

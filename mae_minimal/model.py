@@ -1,7 +1,8 @@
-"""The masked autoencoder: an encoder that sees only the visible patches, a light decoder that
-fills in the rest, and a loss on the removed patches only.
+"""The masked autoencoder: an encoder that sees only the visible patches, a light
+decoder that fills in the rest, and a loss on the removed patches only.
 
-Mask convention (see masking.py): mask (N, L), 1 = removed, 0 = kept; ids_restore undoes the shuffle.
+Mask convention (see masking.py): mask (N, L), 1 = removed, 0 = kept; ids_restore undoes
+the shuffle.
 """
 
 import torch
@@ -17,14 +18,16 @@ DECODER_POS_EMBED_CHOICES = ("all", "mask", "none")
 
 
 class MaskedAutoencoderViT(ViTEncoder):
-    """MAE with a ViT encoder and decoder, under the official constructor arguments and names.
+    """MAE with a ViT encoder and decoder, under the official constructor arguments and
+    names.
 
     Two switches, off by default, serve the book's ablations:
-      encoder_sees_mask_tokens: the encoder processes all L positions, with a learned mask token
-        in place of each removed patch (the paper's "encoder w/ [M]", Table 1c and Table 2); the
-        decoder then takes the encoder's full output and has no mask token of its own.
-      decoder_pos_embed_to: where the decoder adds its positional embedding: "all" tokens (the
-        paper), "mask" tokens only, or "none".
+      encoder_sees_mask_tokens: the encoder processes all L positions, with a learned
+        mask token in place of each removed patch (the paper's "encoder w/ [M]",
+        Table 1c and Table 2); the decoder then takes the encoder's full output and has
+        no mask token of its own.
+      decoder_pos_embed_to: where the decoder adds its positional embedding: "all"
+        tokens (the paper), "mask" tokens only, or "none".
     """
 
     def __init__(
@@ -45,7 +48,8 @@ class MaskedAutoencoderViT(ViTEncoder):
         encoder_sees_mask_tokens=False,
         decoder_pos_embed_to="all",
     ):
-        super().__init__(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, norm_layer)
+        super().__init__(img_size, patch_size, in_chans, embed_dim, depth, num_heads,
+                         mlp_ratio, norm_layer)  # fmt: skip
         if decoder_pos_embed_to not in DECODER_POS_EMBED_CHOICES:
             raise ValueError(
                 f"decoder_pos_embed_to must be one of {DECODER_POS_EMBED_CHOICES}, "
@@ -53,13 +57,15 @@ class MaskedAutoencoderViT(ViTEncoder):
             )
         if encoder_sees_mask_tokens and decoder_pos_embed_to == "mask":
             raise ValueError(
-                "decoder_pos_embed_to='mask' needs the decoder's own mask tokens, which a model "
-                "with encoder_sees_mask_tokens=True does not have"
+                "decoder_pos_embed_to='mask' needs the decoder's own mask tokens, "
+                "which a model with encoder_sees_mask_tokens=True does not have"
             )
-        self.config = dict(self.encoder_config, decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
-                           decoder_num_heads=decoder_num_heads, norm_pix_loss=norm_pix_loss,
-                           encoder_sees_mask_tokens=encoder_sees_mask_tokens,
-                           decoder_pos_embed_to=decoder_pos_embed_to)  # fmt: skip
+        self.config = dict(
+            self.encoder_config, decoder_embed_dim=decoder_embed_dim,
+            decoder_depth=decoder_depth, decoder_num_heads=decoder_num_heads,
+            norm_pix_loss=norm_pix_loss,
+            encoder_sees_mask_tokens=encoder_sees_mask_tokens,
+            decoder_pos_embed_to=decoder_pos_embed_to)  # fmt: skip
         self.norm_pix_loss = norm_pix_loss
         self.encoder_sees_mask_tokens = encoder_sees_mask_tokens
         self.decoder_pos_embed_to = decoder_pos_embed_to
@@ -75,16 +81,22 @@ class MaskedAutoencoderViT(ViTEncoder):
             torch.zeros(1, num_patches + 1, decoder_embed_dim), requires_grad=False
         )
         self.decoder_blocks = nn.ModuleList(
-            [Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, norm_layer) for _ in range(decoder_depth)]
+            [
+                Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, norm_layer)
+                for _ in range(decoder_depth)
+            ]
         )
         self.decoder_norm = norm_layer(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)  # a patch's pixels
+        # a patch's pixels
+        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)
         self.initialize_weights()
 
     def initialize_weights(self):
         super().initialize_weights()
         self.decoder_pos_embed.data.copy_(
-            get_2d_sincos_pos_embed(self.decoder_pos_embed.shape[-1], self.grid_size, cls_token=True)
+            get_2d_sincos_pos_embed(
+                self.decoder_pos_embed.shape[-1], self.grid_size, cls_token=True
+            )
         )
         if self.encoder_sees_mask_tokens:
             nn.init.normal_(self.encoder_mask_token, std=0.02)
@@ -100,17 +112,20 @@ class MaskedAutoencoderViT(ViTEncoder):
         return unpatchify(x, self.patch_size, self.grid_size, self.patch_embed.in_chans)
 
     def forward_encoder(self, imgs, mask_ratio, noise=None):
-        """imgs: (N, C, H, W) -> latent (N, 1 + L_kept, D), mask (N, L), ids_restore (N, L).
+        """imgs: (N, C, H, W) -> latent (N, 1 + L_kept, D), mask (N, L),
+        ids_restore (N, L).
 
         With encoder_sees_mask_tokens the latent holds all positions: (N, 1 + L, D).
         """
         x = self.embed_patches(imgs)  # (N, L, D)
         if self.encoder_sees_mask_tokens:
             _, mask, ids_restore = random_masking(x, mask_ratio, noise)
-            mask_tokens = self.encoder_mask_token + self.pos_embed[:, 1:, :]  # (1, L, D)
+            # (1, L, D)
+            mask_tokens = self.encoder_mask_token + self.pos_embed[:, 1:, :]
             x = torch.where(mask.bool().unsqueeze(-1), mask_tokens, x)  # (N, L, D)
         else:
-            x, mask, ids_restore = random_masking(x, mask_ratio, noise)  # (N, L_kept, D)
+            # (N, L_kept, D)
+            x, mask, ids_restore = random_masking(x, mask_ratio, noise)
         return self.norm(self.forward_blocks(x)), mask, ids_restore
 
     def forward_decoder(self, x, ids_restore, mask=None):
@@ -122,18 +137,26 @@ class MaskedAutoencoderViT(ViTEncoder):
         batch, length, dim = x.shape[0], ids_restore.shape[1], x.shape[2]
         cls_token, tokens = x[:, :1, :], x[:, 1:, :]
         num_kept = tokens.shape[1]
-        if not self.encoder_sees_mask_tokens:  # a mask token per removed patch, then unshuffle
+        # a mask token per removed patch, then unshuffle
+        if not self.encoder_sees_mask_tokens:
             mask_tokens = self.mask_token.expand(batch, length - num_kept, -1)
-            tokens = torch.cat([tokens, mask_tokens], dim=1)  # (N, L, D_dec), shuffled order
-            tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
+            # (N, L, D_dec), shuffled order
+            tokens = torch.cat([tokens, mask_tokens], dim=1)
+            tokens = torch.gather(
+                tokens, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim)
+            )
         x = torch.cat([cls_token, tokens], dim=1)  # (N, 1 + L, D_dec), image order
 
         if self.decoder_pos_embed_to == "all":
             x = x + self.decoder_pos_embed
         elif self.decoder_pos_embed_to == "mask":
             if mask is None:
-                raise ValueError("decoder_pos_embed_to='mask' needs the mask: forward_decoder(x, ids_restore, mask)")
-            removed = torch.cat([mask.new_zeros(batch, 1), mask], dim=1).to(x.dtype)  # (N, 1 + L), the cls slot
+                raise ValueError(
+                    "decoder_pos_embed_to='mask' needs the mask: "
+                    "forward_decoder(x, ids_restore, mask)"
+                )
+            # (N, 1 + L), the cls slot
+            removed = torch.cat([mask.new_zeros(batch, 1), mask], dim=1).to(x.dtype)
             x = x + self.decoder_pos_embed * removed.unsqueeze(-1)
 
         for block in self.decoder_blocks:
@@ -145,15 +168,16 @@ class MaskedAutoencoderViT(ViTEncoder):
         """Mean squared error per patch, averaged over the removed patches only.
 
         imgs: (N, C, H, W), pred: (N, L, p*p*C), mask: (N, L) with 1 = removed.
-        With norm_pix_loss the target is each patch normalised by its own mean and variance.
-        With nothing removed (mask_ratio=0) there is nothing to predict and the loss is 0.
+        With norm_pix_loss the target is each patch normalised by its own mean and
+        variance. With nothing removed (mask_ratio=0) there is nothing to predict and
+        the loss is 0.
         """
         loss = ((pred - self.loss_target(imgs)) ** 2).mean(dim=-1)  # (N, L), per patch
         return (loss * mask).sum() / mask.sum().clamp(min=1)
 
     def loss_target(self, imgs):
-        """What pred is scored against: imgs (N, C, H, W) -> (N, L, p*p*C), the patches, each one
-        normalised by its own mean and variance when norm_pix_loss."""
+        """What pred is scored against: imgs (N, C, H, W) -> (N, L, p*p*C), the patches,
+        each one normalised by its own mean and variance when norm_pix_loss."""
         target = self.patchify(imgs)
         if self.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)

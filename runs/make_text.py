@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from mae_minimal.masking import mask_from_noise
 from mae_minimal.optim import lr_at, param_groups
 from mae_minimal.pretrain import train_step
 from mae_minimal.text import (
@@ -34,7 +35,6 @@ from mae_minimal.text import (
     corpus_digest,
     held_out_windows,
     load_text_model,
-    mask_of,
     masked_char_loss,
     random_windows,
     text_scores,
@@ -68,7 +68,8 @@ def train(ratio, train_ids, settings=SETTINGS, max_steps=None, device="cpu"):
     log, losses = [], []
     for step in range(max_steps or s["steps"]):
         text = random_windows(train_ids, s["batch_size"], TEXT_LENGTH, generator)  # (B, T)
-        mask = mask_of(torch.rand(text.shape, generator=generator), ratio / 100)
+        noise = torch.rand(text.shape, generator=generator)
+        mask = mask_from_noise(noise, ratio / 100).bool()
         lr = lr_at(step, s["steps"], s["warmup_steps"], s["lr"], s["min_lr"])
         batch = (text.to(device), mask.to(device))
         losses.append(train_step(model, masked_char_loss, [batch], optimizer, lr).item())

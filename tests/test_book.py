@@ -96,13 +96,9 @@ PAGE_MEASUREMENTS = """() => {
     prose.querySelectorAll("pre, code").forEach(element => element.remove());
     const longestLine = pre => pre.innerText.split("\\n").reduce((a, b) => (b.length > a.length ? b : a), "");
     const isStream = element => element !== null && element.classList.contains("stream");
-    // The output of a cell that prints a package function's source shows the file as it is: the
-    // package is written at 110 columns, the book's own code and printing at 88.
-    const showsPackageSource = pre => pre.closest(".cell_output") !== null
-        && (pre.closest(".cell")?.querySelector(".cell_input")?.innerText || "").includes("getsource(");
     return {
         markdownTableText: prose.textContent.match(/\\|\\s*:?-{3,}:?\\s*\\|/g) || [],
-        overflowingLines: [...main.querySelectorAll("pre")].filter(shown).filter(pre => !showsPackageSource(pre))
+        overflowingLines: [...main.querySelectorAll("pre")].filter(shown)
             .filter(pre => pre.scrollWidth > pre.clientWidth + 2)
             .map(pre => longestLine(pre).slice(0, 100)),
         splitOutputs: [...main.querySelectorAll(".cell_output > .output.stream")]
@@ -199,6 +195,26 @@ def test_notebook_figures_are_drawn_at_100_dpi_or_more_with_fonts_of_9_points_or
     small_fonts = re.compile(r"\b(fontsize|labelsize|size)\s*=\s*([0-8](\.\d*)?|\"(x-|xx-)?small\")[,)\s]")
     for cell in code_cells(path):
         assert not small_fonts.search("".join(cell["source"])), "".join(cell["source"])[:200]
+
+
+def png_width_inches(png):
+    """The width a PNG was drawn at, in inches: its pixels (IHDR) over its dpi (pHYs)."""
+    return struct.unpack(">I", png[16:20])[0] / png_dpi(png)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_figures_are_at_most_11_inches_wide_so_9_points_stay_9_pixels_on_a_laptop(path):
+    # A page at 1440 px shows a figure about 790 px wide: a figure of w inches is scaled to 790 / w
+    # pixels per inch there, and a 9 pt label (1/8 in) stays at 9 px or more up to w = 11.
+    for source, png in committed_figures(path):
+        assert png_width_inches(png) <= 11.05, source
+
+
+def test_the_package_is_written_at_the_width_of_the_books_code_boxes():
+    # chapters print package functions with inspect.getsource: their lines must fit like the rest
+    wide = [f"{path.name}:{number}" for path in sorted((ROOT / "mae_minimal").glob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > 88]  # fmt: skip
+    assert wide == []
 
 
 def markdown_cells(path):

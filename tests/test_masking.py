@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mae_minimal import block_masking_noise, grid_masking_noise, mask_to_noise, random_masking
-from mae_minimal.masking import block_mask, num_kept
+from mae_minimal.masking import block_mask, mask_from_noise, num_kept
 
 
 def test_random_masking_keeps_exactly_the_asked_number_of_patches():
@@ -125,3 +125,11 @@ def test_block_masking_gives_different_masks_per_sample():
     _, mask, _ = random_masking(torch.randn(4, 64, 4), 0.5, noise)
     assert mask.sum(dim=1).tolist() == [32.0] * 4
     assert len({tuple(row.tolist()) for row in mask}) == 4
+
+
+def test_mask_from_noise_removes_the_patches_of_highest_noise():
+    noise = torch.rand(3, 49, generator=torch.Generator().manual_seed(0))
+    mask = mask_from_noise(noise, 0.75)
+    kept = num_kept(49, 0.75)
+    highest_kept = noise.sort(dim=1).values[:, kept - 1 : kept]
+    assert torch.equal(mask.bool(), noise > highest_kept)

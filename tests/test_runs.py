@@ -10,16 +10,13 @@ import torch
 from mae_minimal import load_model
 from mae_minimal.data import build_dataset
 from mae_minimal.evaluate import evaluate_encoder, evaluation_sets, pretext_errors
+from mae_minimal.run_log import training_records
 from mae_minimal.train import get_args_parser
 from mae_minimal.train import main as train_main
 
 RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
 RUNS = sorted(path.parent for path in RUNS_DIR.glob("*/manifest.json"))
 CHECKED_STEPS = 20
-
-
-def read_log(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def test_there_is_a_committed_reference_run():
@@ -33,8 +30,8 @@ def test_the_first_steps_of_a_committed_run_reproduce_its_log(run, tmp_path):
     torch.set_num_threads(manifest["threads"])
     train_main([*manifest["command"][2:], "--max_steps", str(CHECKED_STEPS), "--output_dir", str(tmp_path),
                 "--no_progress"])  # fmt: skip
-    committed = [r for r in read_log(run / "log.jsonl") if "loss" in r and r["step"] <= CHECKED_STEPS]
-    again = [r for r in read_log(tmp_path / "log.jsonl") if "loss" in r]
+    committed = [r for r in training_records(run) if r["step"] <= CHECKED_STEPS]
+    again = training_records(tmp_path)
     assert [r["step"] for r in again] == [r["step"] for r in committed] and committed
     for ours, theirs in zip(again, committed):
         assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5), ours["step"]
@@ -50,7 +47,7 @@ def test_the_committed_weights_give_the_committed_metrics(run):
     errors = pretext_errors(model, held_out, vars(flags))
     for name, value in errors.items():
         assert value == pytest.approx(metrics[name], rel=1e-4), name
-    assert [r for r in read_log(run / "log.jsonl") if "loss" in r][-1]["loss"] == metrics["final_train_loss"]
+    assert training_records(run)[-1]["loss"] == metrics["final_train_loss"]
 
 
 EVALUATED = sorted(path.parent.name for path in RUNS_DIR.glob("*/evaluation.json"))

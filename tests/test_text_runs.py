@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mae_minimal.run_log import training_records
 from mae_minimal.text import build_corpus, corpus_digest, load_text_model
 
 RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
@@ -21,10 +22,6 @@ def make_text():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def read_log(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def test_the_first_steps_of_a_committed_text_run_reproduce_its_log(run, corpus):
         _, again = module.train(ratio, corpus[0], manifest["settings"], max_steps=CHECKED_STEPS)
     finally:
         torch.set_num_threads(threads)
-    committed = [r for r in read_log(run / "log.jsonl") if r["step"] <= CHECKED_STEPS]
+    committed = [r for r in training_records(run) if r["step"] <= CHECKED_STEPS]
     assert [r["step"] for r in again] == [r["step"] for r in committed] and committed
     for ours, theirs in zip(again, committed):
         assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5), ours["step"]
@@ -72,9 +69,9 @@ def test_the_committed_text_weights_give_the_committed_metrics(run, corpus):
                               manifest["settings"])  # fmt: skip
     for name, value in again.items():
         assert value == pytest.approx(metrics[name], rel=1e-4, abs=1e-6), name
-    assert read_log(run / "log.jsonl")[-1]["loss"] == metrics["final_train_loss"]
+    assert training_records(run)[-1]["loss"] == metrics["final_train_loss"]
     settings = manifest["settings"]
-    assert len(read_log(run / "log.jsonl")) == settings["steps"] // settings["log_every"]
+    assert len(training_records(run)) == settings["steps"] // settings["log_every"]
 
 
 def test_the_learned_model_beats_the_bigram_guess_at_bert_s_ratio():

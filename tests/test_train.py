@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mae_minimal import MaskedAutoencoderViT
+from mae_minimal.run_log import training_records
 from mae_minimal.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +48,6 @@ def log_records(output_dir):
     return [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
 
 
-def logged(output_dir):
-    """The training records of log.jsonl (a finished run also logs its held-out errors)."""
-    return [r for r in log_records(output_dir) if "loss" in r]
 
 
 def launch(*args, torchrun=False, nproc=2):
@@ -64,7 +62,7 @@ def launch(*args, torchrun=False, nproc=2):
 
 def test_a_short_run_leaves_checkpoint_log_tensorboard_and_reconstructions(tmp_path):
     run_main("--max_steps", 3, "--output_dir", tmp_path)
-    records = logged(tmp_path)
+    records = training_records(tmp_path)
     assert [r["step"] for r in records] == [1, 2, 3]
     assert set(records[0]) == {"step", "epoch", "loss", "lr", "images_per_s"}
     held_out = log_records(tmp_path)[-1]
@@ -92,7 +90,7 @@ def test_resuming_mid_epoch_continues_exactly_with_every_masking(tmp_path, maski
     # step 5 is inside the first epoch of 6
     run_main("--masking", masking, "--max_steps", 5, "--output_dir", tmp_path / "stopped")
     run_main("--masking", masking, "--max_steps", 10, "--output_dir", tmp_path / "stopped", "--resume", "auto")
-    straight, resumed = logged(tmp_path / "straight"), logged(tmp_path / "stopped")
+    straight, resumed = training_records(tmp_path / "straight"), training_records(tmp_path / "stopped")
     assert [r["step"] for r in resumed] == list(range(1, 11))
     assert [r["loss"] for r in resumed[5:]] == [r["loss"] for r in straight[5:]]
     weights = [
@@ -111,8 +109,8 @@ def test_two_ddp_processes_take_the_same_step_as_one_process_with_the_same_globa
     two_weights = torch.load(tmp_path / "two" / "checkpoint.pth", weights_only=True)["model"]
     for name, value in one_weights.items():
         torch.testing.assert_close(two_weights[name], value, rtol=1e-4, atol=1e-6)
-    assert [r["loss"] for r in logged(tmp_path / "two")] == pytest.approx(
-        [r["loss"] for r in logged(tmp_path / "one")]
+    assert [r["loss"] for r in training_records(tmp_path / "two")] == pytest.approx(
+        [r["loss"] for r in training_records(tmp_path / "one")]
     )
 
 
@@ -140,7 +138,7 @@ def test_kill_9_mid_run_loses_at_most_the_unsaved_steps(tmp_path):
     saved_step = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["step"]
     assert saved_step >= 3
     run_main("--epochs", 1000, "--max_steps", saved_step + 2, "--output_dir", tmp_path, "--resume", "auto")
-    assert [r["step"] for r in logged(tmp_path)] == list(range(1, saved_step + 3))
+    assert [r["step"] for r in training_records(tmp_path)] == list(range(1, saved_step + 3))
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -152,7 +150,7 @@ def test_sigterm_saves_a_checkpoint_at_the_next_step_and_exits(tmp_path):
     assert process.returncode == 0
     assert "stopped by SIGTERM" in stdout
     checkpoint = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
-    assert checkpoint["step"] == logged(tmp_path)[-1]["step"] >= 2
+    assert checkpoint["step"] == training_records(tmp_path)[-1]["step"] >= 2
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
@@ -285,7 +283,7 @@ def test_a_resumed_run_logs_the_losses_of_an_uninterrupted_one_whatever_the_log_
     run_main("--log_every", 5, "--max_steps", 12, "--output_dir", tmp_path / "straight")
     run_main("--log_every", 5, "--max_steps", 7, "--output_dir", tmp_path / "stopped")  # logs step 7 as its last
     run_main("--log_every", 5, "--max_steps", 12, "--output_dir", tmp_path / "stopped", "--resume", "auto")
-    straight, resumed = logged(tmp_path / "straight"), logged(tmp_path / "stopped")
+    straight, resumed = training_records(tmp_path / "straight"), training_records(tmp_path / "stopped")
     assert [r["step"] for r in straight] == [5, 10, 12] and [r["step"] for r in resumed] == [5, 7, 10, 12]
     assert [r["loss"] for r in resumed if r["step"] != 7] == [r["loss"] for r in straight]
 
@@ -310,7 +308,7 @@ def test_an_unreadable_image_met_mid_run_is_skipped_with_a_warning_naming_it(wri
     warnings = set(capsys.readouterr().err.strip().splitlines())
     assert len(warnings) == 1
     assert warnings.pop().startswith(f"warning: skipped unreadable image {tmp_path / 'data' / 'cat' / '3.png'} (")
-    assert [r["step"] for r in logged(tmp_path / "out")] == [1, 2, 3, 4]
+    assert [r["step"] for r in training_records(tmp_path / "out")] == [1, 2, 3, 4]
 
 
 def test_fewer_images_than_ranks_is_refused_under_torchrun(write_image_folder, tmp_path):

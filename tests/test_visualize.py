@@ -3,9 +3,15 @@ the mask ratio and the model's size, and a highlighted stage stands out."""
 
 import matplotlib
 import pytest
+import torch
 
 from mae_minimal import mae_vit_nano_patch4_28px
-from mae_minimal.visualize import ARCHITECTURE_STAGES, architecture_figure, architecture_shapes
+from mae_minimal.visualize import (
+    ARCHITECTURE_STAGES,
+    architecture_figure,
+    architecture_shapes,
+    removed_pixels,
+)
 
 matplotlib.use("Agg")
 
@@ -54,3 +60,12 @@ def test_a_highlighted_stage_is_the_only_one_titled_in_bold(stage):
 def test_an_unknown_stage_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="patches"):
         architecture_figure(mae_vit_nano_patch4_28px(), highlight="attention")
+
+
+def test_removed_pixels_cover_exactly_the_removed_patches():
+    mask = torch.zeros(1, 49)
+    mask[0, [0, 8]] = 1  # the top-left patch and the one diagonally below it
+    pixels = removed_pixels(mask, patch_size=4, grid_size=(7, 7), channels=1)
+    assert pixels.shape == (1, 1, 28, 28)
+    assert pixels[0, 0, :4, :4].eq(1).all() and pixels[0, 0, 4:8, 4:8].eq(1).all()
+    assert pixels.sum() == 2 * 16
