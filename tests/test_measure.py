@@ -10,11 +10,10 @@ from mae_minimal.measure import (
     meta_model,
     num_threads,
 )
-from tests.conftest import TINY, make_tiny_mae
 
 
-def test_meta_model_has_every_shape_and_no_storage():
-    real, meta = make_tiny_mae(), meta_model(make_tiny_mae)
+def test_meta_model_has_every_shape_and_no_storage(tiny_mae):
+    real, meta = tiny_mae(), meta_model(tiny_mae)
     for (name, p), (meta_name, q) in zip(real.named_parameters(), meta.named_parameters(), strict=True):
         assert (name, p.shape) == (meta_name, q.shape)
         assert q.is_meta
@@ -37,9 +36,9 @@ def test_count_flops_by_op_and_by_module_add_up_to_the_total():
     assert by_module["Block.mlp"] == 2 * 2 * 5 * 32 * 128 * 2  # two linear layers, width 4 D
 
 
-def test_forward_backward_of_the_encoder_leaves_the_decoder_without_gradients():
-    model = make_tiny_mae()
-    imgs = torch.randn(2, 3, TINY["img_size"], TINY["img_size"])
+def test_forward_backward_of_the_encoder_leaves_the_decoder_without_gradients(tiny_mae):
+    model = tiny_mae()
+    imgs = torch.randn(2, 3, 32, 32)
     noise = torch.rand(2, model.patch_embed.num_patches)
     forward_backward(model, imgs, 0.75, noise, part="encoder")
     assert model.blocks[0].attn.qkv.weight.grad is not None
@@ -49,9 +48,9 @@ def test_forward_backward_of_the_encoder_leaves_the_decoder_without_gradients():
     assert model.decoder_pred.weight.grad is not None
 
 
-def test_a_training_step_counts_about_three_forward_passes():
-    model = meta_model(make_tiny_mae)
-    imgs = torch.empty(4, 3, TINY["img_size"], TINY["img_size"], device="meta")
+def test_a_training_step_counts_about_three_forward_passes(tiny_mae):
+    model = meta_model(tiny_mae)
+    imgs = torch.empty(4, 3, 32, 32, device="meta")
     noise = torch.empty(4, model.patch_embed.num_patches, device="meta")
     forward = count_flops(lambda: model(imgs, 0.75, noise))
     step = count_flops(lambda: forward_backward(model, imgs, 0.75, noise))
@@ -60,7 +59,8 @@ def test_a_training_step_counts_about_three_forward_passes():
 
 def test_interleaved_calls_take_turns_and_warm_up_untimed():
     order = []
-    seconds = interleaved_seconds({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=2)
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    seconds = interleaved_seconds(calls, repeats=3, warmup=2)
     assert order == ["a", "b"] * 5
     assert [len(times) for times in seconds.values()] == [3, 3]
     assert all(t >= 0 for times in seconds.values() for t in times)
