@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mae_minimal.checkpoint import load_model
+from mae_minimal.visualize import removed_pixels
 
 INPUT_NAMES = ("imgs", "ids_keep")
 OUTPUT_NAMES = ("reconstruction", "pasted", "error", "loss")
@@ -68,8 +69,8 @@ class VisiblePatchesMAE(nn.Module):
         latent = mae.norm(mae.forward_blocks(x))
         pred = mae.forward_decoder(latent, ids_restore, mask)  # (N, L, p*p*C)
         reconstruction = mae.unpatchify(pred)
-        # (N, C, H, W), 1 = removed
-        removed = mae.unpatchify(mask.unsqueeze(-1).expand_as(pred))
+        channels = mae.patch_embed.in_chans
+        removed = removed_pixels(mask, mae.patch_size, mae.grid_size, channels)
         pasted = imgs * (1 - removed) + reconstruction * removed
         error = (reconstruction - imgs) ** 2 * removed
         return reconstruction, pasted, error, mae.forward_loss(imgs, pred, mask)

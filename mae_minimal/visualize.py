@@ -38,8 +38,8 @@ def reconstruction_rows(
         target = model.patchify(imgs)
         std = (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
         pred = pred * std + target.mean(dim=-1, keepdim=True)
-    # (N, C, H, W), 1 = removed
-    removed = model.unpatchify(mask.unsqueeze(-1).expand_as(pred).to(pred.dtype))
+    channels = model.patch_embed.in_chans
+    removed = removed_pixels(mask, model.patch_size, model.grid_size, channels)
     original = denormalize(imgs, *normalization)
     reconstruction = denormalize(model.unpatchify(pred).float(), *normalization)
     masked = original * (1 - removed) + 0.5 * removed

@@ -7,7 +7,6 @@ import re
 import struct
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -15,6 +14,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import execute_notebooks  # noqa: E402  (the tool that writes what this file checks)
+
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # Renderings that nbval does not compare (notebooks/conftest.py): a library draws them, and they
@@ -222,18 +224,6 @@ def markdown_cells(path):
     return ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
 
 
-def execution_seconds(path):
-    """The time the committed run of a notebook spent executing its cells, from their metadata."""
-    total = 0.0
-    for cell in code_cells(path):
-        times = cell["metadata"].get("execution", {})
-        if "iopub.execute_input" in times and "shell.execute_reply" in times:
-            start, end = (datetime.fromisoformat(times[key].replace("Z", "+00:00"))
-                          for key in ("iopub.execute_input", "shell.execute_reply"))  # fmt: skip
-            total += (end - start).total_seconds()
-    return total
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapter_opens_with_what_it_teaches_and_its_measured_run_time_and_ends_with_a_takeaway(path):
     cells = markdown_cells(path)
@@ -241,7 +231,8 @@ def test_chapter_opens_with_what_it_teaches_and_its_measured_run_time_and_ends_w
     assert opening and "You will learn" in opening.group(1), cells[0][-300:]
     claimed = re.search(r"Runs in about (\d+) minutes? on a laptop CPU\.", opening.group(1))
     assert claimed, opening.group(1)[-200:]
-    assert int(claimed.group(1)) == max(1, round(execution_seconds(path) / 60)), execution_seconds(path)
+    measured = execute_notebooks.measured_minutes(json.loads(path.read_text()))
+    assert int(claimed.group(1)) == measured, measured
     assert re.fullmatch(r"```\{admonition\} Key takeaway\n:class: important\n\n[^`]+\.\n```", cells[-1])
 
 

@@ -32,8 +32,14 @@ def execution_seconds(notebook):
     return total
 
 
+def measured_minutes(notebook):
+    """The run time a chapter's opening states: its execution time in whole minutes, at
+    least 1."""
+    return max(1, round(execution_seconds(notebook) / 60))
+
+
 def state_runtime(notebook):
-    minutes = max(1, round(execution_seconds(notebook) / 60))
+    minutes = measured_minutes(notebook)
     sentence = f"Runs in about {minutes} minute{'s' if minutes != 1 else ''} on a laptop CPU."
     opening = notebook["cells"][0]
     text = RUNTIME.sub(sentence, "".join(opening["source"]))

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mae_minimal import load_model, masking_noise, random_masking
+from mae_minimal import load_model, masking_noise
 from mae_minimal.data import FashionMNIST, fashion_mnist_arrays, normalization
 from mae_minimal.export_onnx import export_onnx
-from mae_minimal.masking import num_kept
+from mae_minimal.masking import mask_from_noise, num_kept
 from mae_minimal.train import get_args_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,6 +155,6 @@ def drawn_masks(grid_size):
         masks[name] = {}
         for ratio in name_ratios:
             noise = masking_noise(name, grid_size, ratio, batch=DRAWS, generator=generator)
-            _, mask, _ = random_masking(torch.zeros(DRAWS, length, 1), ratio, noise)  # (DRAWS, L)
+            mask = mask_from_noise(noise, ratio)  # (DRAWS, L)
             masks[name][int(mask[0].sum())] = ["".join(str(int(v)) for v in row) for row in mask]
     return masks
