@@ -12,6 +12,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mae_minimal.pretrain import autocast_and_scaler
+
 
 def meta_model(factory, **kwargs):
     """factory(**kwargs) on the meta device: every parameter's shape, no storage."""
@@ -34,19 +36,11 @@ def count_flops(fn, by=None):
     return counter.get_total_flops()
 
 
-def precision(device):
-    """bf16 autocast on a GPU that has it (fp16 on older ones), none on a CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 def forward_backward(model, imgs, mask_ratio, noise, part="all"):
     """One pretraining step's forward and backward passes, without the optimizer (which
     FLOP counts and speedups leave out). part="encoder": the encoder alone, with a
     stand-in loss to run its backward pass. imgs: (N, C, H, W); noise: (N, L)."""
-    with precision(imgs.device):
+    with autocast_and_scaler("auto", imgs.device)[0]:
         if part == "encoder":
             latent, _, _ = model.forward_encoder(imgs, mask_ratio, noise)
             loss = latent.float().pow(2).mean()

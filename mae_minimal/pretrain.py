@@ -58,7 +58,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     seed: int = 0
     num_workers: int = 0
-    precision: str = "auto"  # auto: bf16 on GPUs, fp32 on CPUs
+    precision: str = "auto"  # auto: bf16 on GPUs (fp16 on older ones), fp32 on CPUs
     compile: bool = False
     log_every: int = 10  # optimizer steps between log records
     # optimizer steps between checkpoints; 0: at the end of each epoch
@@ -117,11 +117,21 @@ def check_config(config, num_patches, grid_size):
     masking_noise(config.masking, grid_size, config.mask_ratio)
 
 
+def resolved_precision(precision, device):
+    """The precision that "auto" stands for: bf16 on a GPU that computes in it, fp16
+    (with a gradient scaler, as the official code always does) on older GPUs, fp32 on a
+    CPU."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
 def autocast_and_scaler(precision, device):
     """The autocast context and the gradient scaler (enabled for fp16 only) of a
     precision."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = resolved_precision(precision, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
     autocast = (
         torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
@@ -225,9 +235,9 @@ def shut_down_workers(loader):
 
 
 def make_loader(dataset, model, config, context):
-    """Batches of (images, labels, noise): the masking noise (N, L), or for the denoise
-    objective the pixel noise (N, C, H, W). Each process gets its share of every
-    epoch."""
+    """A DataLoader of batches (images, labels, noise): the masking noise (N, L), or for
+    the denoise objective the pixel noise (N, C, H, W). Its sampler (a
+    ResumableDistributedSampler) gives each process its share of every epoch."""
     sampler = ResumableDistributedSampler(
         dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True,
         seed=config.seed, drop_last=True)  # fmt: skip
@@ -250,7 +260,7 @@ def make_loader(dataset, model, config, context):
         worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    return sampler, loader
+    return loader
 
 
 def training_state(model, optimizer, scaler, step, steps_per_epoch, config, device,
@@ -342,14 +352,61 @@ def objective_and_loss(model, config, context):
     return forward, loss_fn
 
 
-def log_record(step, schedule, loss, lr, images_per_s, device):
-    """One line of log.jsonl: where the run is, its mean loss since the last line, its
-    lr and speed (and on a GPU its peak memory)."""
-    record = dict(step=step, epoch=step / schedule.steps_per_epoch, loss=loss, lr=lr,
-                  images_per_s=images_per_s)  # fmt: skip
-    if device.type == "cuda":
-        record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-    return record
+def step_batches(step, loader, schedule, config, device):
+    """The micro-batches of each optimizer step from `step` to the run's last, on
+    `device`: a list of config.accum_iter batches a step. A run resumed in the middle of
+    an epoch skips the images that epoch has already used."""
+    while step < schedule.last_step:
+        epoch, step_in_epoch = divmod(step, schedule.steps_per_epoch)
+        loader.sampler.start_epoch(
+            epoch, skip=step_in_epoch * config.accum_iter * config.batch_size
+        )
+        batches = iter(loader)
+        end_of_epoch = min(schedule.last_step, (epoch + 1) * schedule.steps_per_epoch)
+        for _ in range(step, end_of_epoch):
+            yield [
+                [t.to(device, non_blocking=True) for t in next(batches)]
+                for _ in range(config.accum_iter)
+            ]
+        step = end_of_epoch
+
+
+class LossLog:
+    """The run's log records (one line of log.jsonl each), and the losses and time of
+    the steps since the last record."""
+
+    def __init__(self, step, unlogged, images_per_step, context):
+        self.records, self.unlogged = [], unlogged  # unlogged: 0-d loss tensors
+        self.images_per_step, self.context = images_per_step, context
+        self.since_step, self.since = step, time.perf_counter()
+
+    def add(self, loss):
+        self.unlogged.append(loss)
+
+    def record(self, step, schedule, lr, forget_losses):
+        """A new record: the mean loss over processes of the unlogged steps, the lr, the
+        images per second since the last record (and on a GPU the peak memory)."""
+        seconds = time.perf_counter() - self.since
+        images_per_s = (step - self.since_step) * self.images_per_step / seconds
+        loss = finite_mean(sum(self.unlogged) / len(self.unlogged), step, self.context)
+        record = dict(step=step, epoch=step / schedule.steps_per_epoch, loss=loss,
+                      lr=lr, images_per_s=images_per_s)  # fmt: skip
+        device = self.context.device
+        if device.type == "cuda":
+            record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        self.records.append(record)
+        self.unlogged = [] if forget_losses else self.unlogged
+        self.since_step, self.since = step, time.perf_counter()
+        return record
+
+    def unlogged_losses(self, step):
+        """(K,) the unlogged losses, averaged over processes, for a checkpoint; an error
+        if their mean is not finite, so that no checkpoint keeps a diverged run."""
+        device = self.context.device
+        finite_mean(sum(self.unlogged, torch.zeros((), device=device)), step,
+                    self.context)  # fmt: skip
+        unlogged = torch.stack(self.unlogged) if self.unlogged else torch.zeros(0)
+        return distributed.average_over_ranks(unlogged, self.context)
 
 
 def pretrain(model, dataset, config, context=None, hooks=None, resume=None):
@@ -364,71 +421,46 @@ def pretrain(model, dataset, config, context=None, hooks=None, resume=None):
     check_config(config, model.patch_embed.num_patches, model.grid_size)
     model.to(device).train()
     forward, loss_fn = objective_and_loss(model, config, context)
-    sampler, loader = make_loader(dataset, model, config, context)
+    loader = make_loader(dataset, model, config, context)
     schedule = Schedule.of(config, len(loader), context.world_size)
     optimizer = torch.optim.AdamW(
         param_groups(model, config.weight_decay), lr=schedule.lr, betas=(0.9, 0.95),
         fused=device.type == "cuda")  # fmt: skip
     autocast, scaler = autocast_and_scaler(config.precision, device)
-    step, losses = (
+    step, unlogged = (
         restore(resume, model, optimizer, scaler, device)
         if resume is not None
         else (0, [])
     )
-    log, timed_from, started = [], step, time.perf_counter()
+    log = LossLog(step, unlogged, config.effective_batch(context.world_size), context)
 
     def save():
-        finite_mean(sum(losses, torch.zeros((), device=device)), step, context)
-        unlogged = distributed.average_over_ranks(
-            torch.stack(losses) if losses else torch.zeros(0), context
-        )
         hooks.save(training_state(
             model, optimizer, scaler, step, schedule.steps_per_epoch, config, device,
-            normalization(dataset), unlogged))  # fmt: skip
+            normalization(dataset), log.unlogged_losses(step)))  # fmt: skip
 
     try:
-        while step < schedule.last_step:
-            epoch, step_in_epoch = divmod(step, schedule.steps_per_epoch)
-            sampler.start_epoch(
-                epoch, skip=step_in_epoch * config.accum_iter * config.batch_size
+        for micro_batches in step_batches(step, loader, schedule, config, device):
+            lr = schedule.lr_at(step, config.min_lr)
+            log.add(train_step(forward, loss_fn, micro_batches, optimizer, lr, scaler,
+                               autocast))  # fmt: skip
+            step += 1
+            hooks.step_done(step)
+            on_interval = step % config.log_every == 0
+            if on_interval or step == schedule.last_step:
+                # off the interval the losses stay unlogged: a resumed run logs them too
+                hooks.log(log.record(step, schedule, lr, forget_losses=on_interval))
+            if distributed.any_rank(hooks.stop_requested(), context):
+                save()
+                return PretrainResult(step, True, log.records)
+            end_of_epoch = (
+                step % schedule.steps_per_epoch == 0 or step == schedule.last_step
             )
-            batches = iter(loader)
-            while step < min(
-                schedule.last_step, (epoch + 1) * schedule.steps_per_epoch
-            ):
-                micro_batches = [
-                    [t.to(device, non_blocking=True) for t in next(batches)]
-                    for _ in range(config.accum_iter)
-                ]
-                lr = schedule.lr_at(step, config.min_lr)
-                losses.append(train_step(forward, loss_fn, micro_batches, optimizer, lr,
-                                         scaler, autocast))  # fmt: skip
-                step += 1
-                hooks.step_done(step)
-                on_interval = step % config.log_every == 0
-                if on_interval or step == schedule.last_step:
-                    seconds = time.perf_counter() - started
-                    batch = config.effective_batch(context.world_size)
-                    rate = (step - timed_from) * batch / seconds  # images per second
-                    loss = finite_mean(sum(losses) / len(losses), step, context)
-                    log.append(log_record(step, schedule, loss, lr, rate, device))
-                    hooks.log(log[-1])
-                    # a run resumed from here logs them again with the rest
-                    losses = [] if on_interval else losses
-                    timed_from, started = step, time.perf_counter()
-                if distributed.any_rank(hooks.stop_requested(), context):
-                    save()
-                    return PretrainResult(step, True, log)
-                end_of_epoch = (
-                    step % schedule.steps_per_epoch == 0 or step == schedule.last_step
-                )
-                if end_of_epoch or (
-                    config.save_every and step % config.save_every == 0
-                ):
-                    save()
-                if end_of_epoch:
-                    hooks.epoch_done(model.eval(), step)
-                    model.train()
+            if end_of_epoch or (config.save_every and step % config.save_every == 0):
+                save()
+            if end_of_epoch:
+                hooks.epoch_done(model.eval(), step)
+                model.train()
     finally:
         shut_down_workers(loader)
-    return PretrainResult(step, False, log)
+    return PretrainResult(step, False, log.records)

@@ -127,7 +127,12 @@ def get_args_parser():
     add("--num_workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
         help="data-loading processes per GPU (or process)")  # fmt: skip
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    add("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 on GPUs")
+    add(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 on GPUs (fp16 on older ones), fp32 on CPUs",
+    )
     add("--compile", action="store_true", help="compile the model with torch.compile")
     add("--log_every", type=int, default=10, help="optimizer steps between log lines")
     add("--save_every", type=int, default=0,

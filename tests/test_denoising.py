@@ -52,7 +52,7 @@ def test_its_loss_is_the_mean_squared_error_of_every_patch_against_the_clean_ima
 
 def test_the_loader_hands_each_image_its_own_pixel_noise(tiny_mae, photos):
     config = PretrainConfig(**FAST)
-    _, loader = make_loader(photos, tiny_mae(), config, Context(0, 1, torch.device("cpu")))
+    loader = make_loader(photos, tiny_mae(), config, Context(0, 1, torch.device("cpu")))
     loader.sampler.start_epoch(0)
     imgs, _, eps = next(iter(loader))
     assert eps.shape == imgs.shape and abs(eps.std().item() - 1) < 0.1

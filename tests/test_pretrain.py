@@ -12,7 +12,7 @@ from mae_minimal import PretrainConfig, load_model, pretrain, train_step
 from mae_minimal.checkpoint import model_config
 from mae_minimal.data import build_dataset
 from mae_minimal.distributed import Context
-from mae_minimal.pretrain import Hooks, Schedule, mae_loss, make_loader
+from mae_minimal.pretrain import Hooks, Schedule, mae_loss, make_loader, resolved_precision
 
 FAST = dict(batch_size=4, epochs=2, log_every=1, warmup_epochs=0.5)
 
@@ -64,6 +64,17 @@ def test_the_lr_is_blr_times_the_effective_batch_over_256_unless_given():
     assert Schedule.of(PretrainConfig(epochs=3, max_steps=7), 10, 1).last_step == 7
 
 
+@pytest.mark.parametrize("computes_in_bf16, expected", [(True, "bf16"), (False, "fp16")])
+def test_auto_precision_is_bf16_on_gpus_that_compute_in_it_and_fp16_on_older_ones(
+        monkeypatch, computes_in_bf16, expected):
+    # an older GPU (a T4) can emulate bf16, slowly: "auto" must ask for bf16 in hardware
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or computes_in_bf16)
+    assert resolved_precision("auto", torch.device("cuda")) == expected
+    assert resolved_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolved_precision("fp32", torch.device("cuda")) == "fp32"
+
+
 def test_a_fractional_number_of_epochs_runs_that_share_of_the_steps(tiny_mae, photos):
     schedule = Schedule.of(PretrainConfig(epochs=4 / 3, warmup_epochs=1 / 6), batches_per_epoch=468, world_size=1)
     assert (schedule.total_steps, schedule.last_step, schedule.warmup_steps) == (624, 624, 78)
@@ -93,7 +104,7 @@ def borders(grid):
 def test_every_masking_strategy_reaches_the_model_as_noise(tiny_mae, photos, masking):
     model = tiny_mae(img_size=32, patch_size=4)  # an 8 x 8 grid
     config = PretrainConfig(masking=masking, **FAST)
-    _, loader = make_loader(photos, model, config, Context(0, 1, torch.device("cpu")))
+    loader = make_loader(photos, model, config, Context(0, 1, torch.device("cpu")))
     loader.sampler.start_epoch(0)
     _, _, noise = next(iter(loader))
     kept = visible_patches(noise)
