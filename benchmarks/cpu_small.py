@@ -56,7 +56,7 @@ def time_steps(threads, compiled, variants, batch_size, steps, repeats):
     timed in this process with the variants interleaved."""
     torch.set_num_threads(threads)
     steppers = {v: train_step.Stepper(v, MODEL, batch_size, torch.device("cpu"), compiled) for v in variants}
-    timings = train_step.interleaved_timings(steppers, repeats, steps, warmup_steps=3)
+    timings = train_step.interleaved_timings(train_step.stepping(steppers), repeats, steps, warmup_steps=3)
     return {"threads": torch.get_num_threads(), "timings": timings}
 
 
@@ -64,9 +64,9 @@ def where_the_time_goes(batch_size):
     """Share of one thread's eager step time per kind of operation (torch.profiler's self time)."""
     torch.set_num_threads(1)
     stepper = train_step.Stepper("mae_minimal", MODEL, batch_size, torch.device("cpu"), False)
-    stepper.seconds_per_step(3)
+    stepper.take_steps(3)
     with torch.profiler.profile() as profile:
-        stepper.seconds_per_step(5)
+        stepper.take_steps(5)
     kinds = {"matrix multiplies": ("aten::mm", "aten::addmm", "aten::bmm"), "attention": ("scaled_dot_product",),
              "GELU": ("gelu",), "layer norm": ("layer_norm",), "optimizer": ("adamw",)}  # fmt: skip
     totals = {kind: 0.0 for kind in [*kinds, "everything else"]}

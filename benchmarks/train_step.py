@@ -21,16 +21,16 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from mae_minimal.factories import create_model
 from mae_minimal.hf_convert import to_hf
+from mae_minimal.measure import count_flops, interleaved_seconds
 
 MODELS = {"nano": "mae_vit_nano_patch4_28px", "mini": "mae_vit_mini_patch4_32px", "base": "mae_vit_base_patch16", "large": "mae_vit_large_patch16"}
 VARIANTS = ("mae_minimal", "transformers", "mask_tokens")
@@ -89,45 +89,54 @@ class Stepper:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def seconds_per_step(self, steps):
+    def take_steps(self, steps):
+        """`steps` training steps; on a GPU, keeps the most memory this variant has needed."""
         gpu = self.device.type == "cuda"
         if gpu:  # the other variants' weights are in memory too: count only this one's
             others = torch.cuda.memory_allocated() - self.persistent_bytes()
             torch.cuda.reset_peak_memory_stats()
-        synchronize(self.device)
-        start = time.perf_counter()
         for _ in range(steps):
             self.step()
-        synchronize(self.device)
-        seconds = (time.perf_counter() - start) / steps
         if gpu:
             self.peak_memory_gb = max(self.peak_memory_gb, (torch.cuda.max_memory_allocated() - others) / 2**30)
-        return seconds
 
     def flops_per_step(self):
         """FLOPs of one forward and backward pass, counted by torch.utils.flop_counter."""
-        with FlopCounterMode(display=False) as counter:
+
+        def forward_backward():
             with self.autocast:
                 loss = self.loss(self.images, self.noise)
             loss.backward()
+
+        flops = count_flops(forward_backward)
         self.optimizer.zero_grad(set_to_none=True)
-        return counter.get_total_flops()
+        return flops
 
 
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def interleaved_timings(blocks, repeats, steps, warmup_steps):
+    """{name: [seconds per step, one per repeat]}: blocks[name](n) takes n steps; the blocks of
+    `steps` steps take turns (measure.interleaved_seconds), after `warmup_steps` untimed steps each
+    (which compile, allocate and warm the caches)."""
+    for take_steps in blocks.values():
+        take_steps(warmup_steps)
+    calls = {name: partial(take_steps, steps) for name, take_steps in blocks.items()}
+    seconds = interleaved_seconds(calls, repeats, warmup=0)
+    return {name: [s / steps for s in values] for name, values in seconds.items()}
 
 
-def interleaved_timings(steppers, repeats, steps, warmup_steps):
-    """{name: [seconds per step, one per repeat]} with the steppers' blocks of steps interleaved."""
-    for stepper in steppers.values():
-        stepper.seconds_per_step(warmup_steps)  # compiles, allocates and warms the caches
-    timings = {name: [] for name in steppers}
-    for _ in range(repeats):
-        for name, stepper in steppers.items():
-            timings[name].append(stepper.seconds_per_step(steps))
-    return timings
+def stepping(steppers):
+    """{name: take_steps} of the steppers, for interleaved_timings."""
+    return {name: stepper.take_steps for name, stepper in steppers.items()}
+
+
+def at_ratios(stepper, ratios):
+    """{ratio: take_steps of `stepper` at that mask ratio}, for interleaved_timings."""
+
+    def take_steps(ratio, steps):
+        stepper.loss = lambda images, noise: stepper.model(images, ratio, noise)[0]
+        stepper.take_steps(steps)
+
+    return {ratio: partial(take_steps, ratio) for ratio in ratios}
 
 
 def cpu_peak_memory_gb(variant, model_name, batch_size):
@@ -136,7 +145,7 @@ def cpu_peak_memory_gb(variant, model_name, batch_size):
     code = (
         f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
         f"import train_step; s = train_step.Stepper({variant!r}, {model_name!r}, {batch_size}, "
-        "torch.device('cpu'), False); s.seconds_per_step(2); "
+        "torch.device('cpu'), False); s.take_steps(2); "
         "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -166,7 +175,7 @@ def implementations(args, device, model_name):
         variants = args.compiled_variants if compile_model else VARIANTS
         steppers = {v: Stepper(v, model_name, args.batch_size, device, compile_model) for v in variants}
         flops = flops or {v: steppers[v].flops_per_step() for v in VARIANTS}
-        timings = interleaved_timings(steppers, args.repeats, args.steps, args.warmup_steps)
+        timings = interleaved_timings(stepping(steppers), args.repeats, args.steps, args.warmup_steps)
         for variant in variants:
             seconds = statistics.median(timings[variant])
             memory = steppers[variant].peak_memory_gb if device.type == "cuda" else (
@@ -193,24 +202,20 @@ def sweeps(args, device):
     base, large = MODELS[args.models[0]], MODELS[args.models[-1]]
     ratios = (0.0, 0.25, 0.5, 0.75, 0.9)
     stepper = Stepper("mae_minimal", base, args.batch_size, device, False)
-    stepper.seconds_per_step(args.warmup_steps)
-    ratio_timings = {ratio: [] for ratio in ratios}
-    for _ in range(args.repeats):  # one model, the ratios interleaved
-        for ratio in ratios:
-            stepper.loss = lambda images, noise, r=ratio: stepper.model(images, r, noise)[0]
-            ratio_timings[ratio].append(stepper.seconds_per_step(args.steps))
+    blocks = at_ratios(stepper, ratios)  # one model, the ratios interleaved
+    ratio_timings = interleaved_timings(blocks, args.repeats, args.steps, args.warmup_steps)
     ratio_rows = []
     for ratio, values in ratio_timings.items():
         seconds = statistics.median(values)
         ratio_rows.append({"model": base, "mask_ratio": ratio, "seconds_per_step": seconds})
         print(f"  {base} mask ratio {ratio:.2f}: {seconds:.3f} s/step", flush=True)
-    del stepper
+    del stepper, blocks
     steppers = {
         (variant, depth): Stepper(variant, large, args.batch_size, device, False, decoder_depth=depth)
         for variant in ("mae_minimal", "mask_tokens")
         for depth in (1, 8)
     }
-    timings = interleaved_timings(steppers, args.repeats, args.steps, args.warmup_steps)
+    timings = interleaved_timings(stepping(steppers), args.repeats, args.steps, args.warmup_steps)
     depth_rows = []
     for (variant, depth), values in timings.items():
         seconds = statistics.median(values)
