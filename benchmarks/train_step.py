@@ -21,7 +21,6 @@ import platform
 import statistics
 import subprocess
 import sys
-from contextlib import nullcontext
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from mae_minimal.factories import create_model
 from mae_minimal.hf_convert import to_hf
 from mae_minimal.measure import count_flops, interleaved_seconds
+from mae_minimal.pretrain import autocast_and_scaler
 
 MODELS = {"nano": "mae_vit_nano_patch4_28px", "mini": "mae_vit_mini_patch4_32px", "base": "mae_vit_base_patch16", "large": "mae_vit_large_patch16"}
 VARIANTS = ("mae_minimal", "transformers", "mask_tokens")
@@ -73,7 +73,7 @@ class Stepper:
         self.images = torch.randn(batch_size, channels, *patch_embed.img_size, generator=generator).to(device)
         self.noise = torch.rand(batch_size, patch_embed.num_patches, generator=generator).to(device)
         self.device = device
-        self.autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
+        self.autocast = autocast_and_scaler("auto", device)[0]  # the training tool's precision
         self.peak_memory_gb = 0.0  # on a GPU: the most this variant's steps have needed
 
     def persistent_bytes(self):

@@ -68,7 +68,8 @@ def random_masking(x, mask_ratio, noise=None):
 
 def mask_from_noise(noise, mask_ratio):
     """noise: (N, L) -> the mask random_masking makes from it: (N, L), 1 = removed."""
-    return random_masking(torch.zeros(*noise.shape, 1), mask_ratio, noise)[1]
+    tokens = torch.zeros(*noise.shape, 1, device=noise.device)  # (N, L, 1)
+    return random_masking(tokens, mask_ratio, noise)[1]
 
 
 def mask_to_noise(mask, generator=None):

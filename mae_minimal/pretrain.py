@@ -395,7 +395,8 @@ class LossLog:
         if device.type == "cuda":
             record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         self.records.append(record)
-        self.unlogged = [] if forget_losses else self.unlogged
+        if forget_losses:
+            self.unlogged = []
         self.since_step, self.since = step, time.perf_counter()
         return record
 
